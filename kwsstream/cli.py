@@ -1,0 +1,177 @@
+"""``kwsstream`` command line: a thin layer over the Python API.
+
+Exit status: 0 success, 2 bad usage or bad input (one line on stderr), 1 internal error.
+Machine output (``--json``: one object per detection per line) goes to stdout, flushed at once;
+everything for people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import KwsError, UsageError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def describe_event(event, prefix: str = "") -> str:
+    """One human line for a detection."""
+    under = event.threshold - event.cost
+    return (
+        f"{prefix}{event.start:8.2f}-{event.end:.2f} s  {event.keyword:<16} cost {event.cost:.3f} "
+        f"(threshold {event.threshold:.3f}, {under:.3f} under)"
+    )
+
+
+def emit(event, as_json: bool, prefix: str = "") -> None:
+    """Print a detection: a JSON line on stdout, or a human line on stderr."""
+    if as_json:
+        print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
+    else:
+        _say(describe_event(event, prefix))
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .encoders import encoder_from_identity, load_encoder
+    from .enroll import enroll
+    from .keyset import load_keyset, save_keyset
+
+    path = Path(args.keyset)
+    keyset = load_keyset(path) if path.exists() else None
+    if args.encoder is not None:
+        encoder = load_encoder(args.encoder)
+    elif keyset is not None:
+        encoder = encoder_from_identity(keyset.encoder)
+    else:
+        encoder = load_encoder("mfcc")
+    segment = tuple(args.segment) if args.segment else None
+    if segment is not None and len(args.audio) != 1:
+        raise UsageError("--segment cuts one recording: give exactly one AUDIO with it")
+    updated = enroll(keyset, encoder, args.name, args.audio, segment=segment, threshold=args.threshold)
+    save_keyset(updated, path)
+    kw = updated.get(args.name.strip())
+    cal = kw.calibration
+    if kw.threshold_source == "calibrated":
+        how = f"calibrated: the examples score {min(cal['positives']):.3f}-{max(cal['positives']):.3f} against each other"
+    else:
+        how = {"user": "set by you", "default": f"{encoder.name}'s base: one example gives nothing to calibrate on"}[
+            kw.threshold_source
+        ]
+    _say(
+        f"enrolled {kw.name!r} with {len(args.audio)} new example(s) ({len(kw.templates)} in all) into {path} "
+        f"[{encoder.name}]; threshold {kw.threshold:.3f} ({how})"
+    )
+    return EXIT_OK
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .audio import iter_audio_blocks
+    from .encoders import load_encoder
+    from .spotter import Spotter
+
+    encoder = load_encoder(args.encoder) if args.encoder else None
+    spotter = Spotter.load(args.keyset, encoder=encoder, thresholds=args.threshold)
+    total = 0
+    for audio in args.audio:
+        stream = spotter.create_stream(source=str(audio))
+        started = time.monotonic()
+        for block in iter_audio_blocks(audio, block_seconds=0.1 if args.realtime else 10.0):
+            for event in stream.feed(block):
+                emit(event, args.json)
+                total += 1
+            if args.realtime:
+                lag = stream.seconds - (time.monotonic() - started)
+                if lag > 0:
+                    time.sleep(lag)
+        for event in stream.flush():
+            emit(event, args.json)
+            total += 1
+    if not args.json:
+        _say(f"{total} detection(s) in {len(args.audio)} file(s)")
+    return EXIT_OK
+
+
+def cmd_keywords(args: argparse.Namespace) -> int:
+    from .keyset import load_keyset, save_keyset
+
+    keyset = load_keyset(args.keyset)
+    if args.remove:
+        keyset = keyset.without(args.remove)
+        save_keyset(keyset, args.keyset)
+        _say(f"removed {args.remove!r} from {args.keyset}")
+    enc = keyset.encoder
+    print(f"# {args.keyset}: encoder {enc.get('kind')}" + (f" {enc.get('path')} layer {enc.get('layer')}" if enc.get("kind") == "onnx" else ""))
+    for kw in keyset.keywords:
+        seconds = [len(t.frames) for t in kw.templates]
+        print(f"{kw.name}\tthreshold={kw.threshold:.3f} ({kw.threshold_source})\ttemplates={len(kw.templates)}\tframes={seconds}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(fast=args.fast, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kwsstream", description="Streaming query-by-example keyword spotting.")
+    parser.add_argument("--version", action="version", version=f"kwsstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enroll", help="add a keyword from example recordings")
+    p.add_argument("-k", "--keyset", required=True, help="keyword set file (created if missing)")
+    p.add_argument("name", help="the keyword's name")
+    p.add_argument("audio", nargs="+", help="example recordings of the keyword")
+    p.add_argument("--encoder", help="'mfcc' (default for a new set) or an exported .onnx model")
+    p.add_argument("--segment", nargs=2, type=float, metavar=("START", "END"),
+                   help="seconds of the keyword inside a longer recording")
+    p.add_argument("--threshold", type=float, help="set the threshold instead of calibrating it")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("detect", help="find enrolled keywords in audio files")
+    p.add_argument("-k", "--keyset", required=True)
+    p.add_argument("audio", nargs="+")
+    p.add_argument("--threshold", type=float, help="one threshold for every keyword (overrides the set's)")
+    p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
+    p.add_argument("--realtime", action="store_true", help="feed the audio at real time, as a microphone would")
+    p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("keywords", help="list (or remove) the keywords of a set")
+    p.add_argument("-k", "--keyset", required=True)
+    p.add_argument("--remove", metavar="NAME")
+    p.set_defaults(func=cmd_keywords)
+
+    p = sub.add_parser("demo", help="enroll the bundled examples and spot them live")
+    p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KwsError as err:
+        _say(f"kwsstream: error: {err}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _say("kwsstream: interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""MFCC-13, the built-in encoder: 25 ms Hann windows every 10 ms, 40 mel bands, DCT-II.
+
+The spectral part matches ``librosa.feature.mfcc(n_fft=400, hop_length=160, center=False,
+n_mels=40, fmin=20, fmax=7600, htk=False)`` on ``power_to_db(top_db=None)`` (tested). Frame ``j``
+covers samples ``[160 j, 160 j + 400)``.
+
+Normalisation, chosen by measurement (``eval/bench/mfcc_normalisation.py``, README): a causal
+cepstral mean normalisation (``MfccOptions.cmn_seconds``) and c0 at half weight
+(``c0_weight``). The mean is the running average of all frames so far (the current one
+included) for the first ``cmn_seconds``, then an exponential average with that time constant, so
+it works the same in a stream and on a whole file, and enrollment (which encodes the whole
+example recording through it) sees what a stream sees. Without it, cosine distances between raw
+MFCCs are dominated by the large constant offsets of c0 and c1 (every frame looks alike: the
+anisotropy of MFCC space); c0 after normalisation is the frame's loudness relative to the last
+second, useful but too strong at full weight.
+
+Frames are computed in fixed groups of ``GROUP`` windows aligned to the stream, so that the
+numerical result does not depend on how the audio was chunked (bit for bit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from ..errors import UsageError
+from ..framing import WindowFramer
+from .base import SAMPLE_RATE, FrameGrid
+
+WINDOW = 400  # 25 ms at 16 kHz
+HOP = 160  # 10 ms
+GROUP = 10  # windows computed together (0.1 s); fixed so results don't depend on chunking
+LOG_FLOOR = 1e-10  # power floor before the log, as librosa.power_to_db's amin
+DEFAULT_THRESHOLD = 0.41
+"""Base detection threshold (normalised S-DTW cost), measured: see kwsstream/enroll.py."""
+
+
+@dataclass(frozen=True)
+class MfccOptions:
+    """MFCC parameters (all part of the encoder's identity).
+
+    Attributes:
+        n_mfcc: cepstral coefficients kept (c0..c12 for 13).
+        n_mels: mel bands.
+        fmin, fmax: band edges in Hz.
+        cmn_seconds: time constant of the causal cepstral mean normalisation; ``None`` turns it off.
+        c0_weight: factor applied to c0 after normalisation (its weight in the cosine distance).
+    """
+
+    n_mfcc: int = 13
+    n_mels: int = 40
+    fmin: float = 20.0
+    fmax: float = 7600.0
+    cmn_seconds: float | None = 1.0
+    c0_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            raise UsageError(f"n_mfcc={self.n_mfcc} must be between 1 and n_mels={self.n_mels}")
+        if not 0 <= self.fmin < self.fmax <= SAMPLE_RATE / 2:
+            raise UsageError(f"mel band edges {self.fmin}-{self.fmax} Hz are out of range")
+        if self.cmn_seconds is not None and self.cmn_seconds <= 0:
+            raise UsageError(f"cmn_seconds={self.cmn_seconds} must be positive (or None)")
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (linear below 1 kHz, logarithmic above), as librosa with htk=False."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-12) / min_log_hz) / logstep, hz / f_sp)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def mel_filterbank(n_fft: int, n_mels: int, fmin: float, fmax: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Triangular, area-normalised ("slaney") mel filters, shape ``(n_mels, n_fft // 2 + 1)``."""
+    fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Orthonormal DCT-II basis, shape ``(n_in, n_out)``, so that ``x @ B`` is the transform."""
+    k = np.arange(n_out)[None, :]
+    n = np.arange(n_in)[:, None]
+    basis = np.cos(np.pi / n_in * (n + 0.5) * k) * np.sqrt(2.0 / n_in)
+    basis[:, 0] /= np.sqrt(2.0)
+    return basis
+
+
+@numba.njit(cache=True)
+def _causal_cmn(feats, mean, count, horizon):  # pragma: no cover - compiled
+    """In place: subtract from each frame the running mean including it.
+
+    feats: (n, d) float64; mean: (d,) float64 state; count: frames seen so far (state, returned);
+    horizon: frames after which the cumulative average becomes exponential with 1/horizon.
+    """
+    n, d = feats.shape
+    for j in range(n):
+        count += 1
+        alpha = 1.0 / min(count, horizon)
+        for c in range(d):
+            mean[c] += alpha * (feats[j, c] - mean[c])
+            feats[j, c] -= mean[c]
+    return count
+
+
+class _MfccState:
+    """One stream's MFCC state: the window framer, the pending group, the CMN mean."""
+
+    def __init__(self, encoder: MfccEncoder):
+        self._enc = encoder
+        self._framer = WindowFramer(WINDOW, HOP)
+        self.reset()
+
+    def reset(self) -> None:
+        self._framer.reset()
+        self._pending = np.zeros((0, WINDOW), np.float32)
+        self._mean = np.zeros(self._enc.dim, np.float64)
+        self._count = 0
+
+    def _compute(self, windows: np.ndarray) -> np.ndarray:
+        feats = self._enc.cepstra(windows)
+        opts = self._enc.options
+        if opts.cmn_seconds is not None:
+            horizon = max(1, int(round(opts.cmn_seconds * SAMPLE_RATE / HOP)))
+            self._count = _causal_cmn(feats, self._mean, self._count, horizon)
+        if opts.c0_weight != 1.0:
+            feats[:, 0] *= opts.c0_weight
+        return feats.astype(np.float32)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        windows = self._framer.push(samples)
+        if len(self._pending):
+            windows = np.concatenate([self._pending, windows])
+        n_full = (len(windows) // GROUP) * GROUP
+        self._pending = windows[n_full:]
+        if n_full == 0:
+            return np.zeros((0, self._enc.dim), np.float32)
+        return np.concatenate([self._compute(windows[g : g + GROUP]) for g in range(0, n_full, GROUP)])
+
+    def flush(self) -> np.ndarray:
+        rest, self._pending = self._pending, np.zeros((0, WINDOW), np.float32)
+        if len(rest) == 0:
+            return np.zeros((0, self._enc.dim), np.float32)
+        return self._compute(rest)
+
+
+class MfccEncoder:
+    """MFCC-13 at 100 frames/s; needs no model."""
+
+    def __init__(self, options: MfccOptions | None = None):
+        self.options = options or MfccOptions()
+        self.dim = self.options.n_mfcc
+        self.grid = FrameGrid(hop=HOP, length=WINDOW)
+        self.default_threshold = DEFAULT_THRESHOLD
+        self._window = np.hanning(WINDOW + 1)[:-1]  # periodic Hann, as scipy/librosa "hann"
+        self._mel = mel_filterbank(WINDOW, self.options.n_mels, self.options.fmin, self.options.fmax).T
+        self._dct = dct_matrix(self.options.n_mfcc, self.options.n_mels)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "mfcc", "window": WINDOW, "hop": HOP, **asdict(self.options)}
+
+    @property
+    def name(self) -> str:
+        return "mfcc"
+
+    def cepstra(self, windows: np.ndarray) -> np.ndarray:
+        """Un-normalised MFCCs of ``(n, 400)`` windows, float64 ``(n, n_mfcc)``."""
+        spec = np.fft.rfft(windows * self._window, n=WINDOW, axis=1)
+        power = spec.real**2 + spec.imag**2
+        logmel = 10.0 * np.log10(np.maximum(power @ self._mel, LOG_FLOOR))
+        return logmel @ self._dct
+
+    def create_state(self) -> _MfccState:
+        return _MfccState(self)
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        state = self.create_state()
+        head = state.push(np.asarray(audio, np.float32))
+        return np.concatenate([head, state.flush()])

@@ -1,0 +1,302 @@
+"""Encoders exported to ONNX (wav2vec2 at layer L, or any model that follows the metadata contract).
+
+:class:`OnnxEncoder` reads everything it needs from the model's metadata (``onnxmeta.py``):
+frame grid, width, layer, whether frames need context, and - for two-stage models - the names
+that let the local front end run once per stream. It never looks at wav2vec2 internals.
+
+Streaming (see ``stitch.py``): a contextual model runs on overlapping windows of ``window``
+seconds every ``hop`` seconds, keeping the frames that have ``lookahead`` seconds of right context
+(and the rest of the window as left context). For a two-stage model each step feeds only the new
+audio; the front end turns it into features, which are joined to the cached features of the
+window's earlier frames (the ``context`` input), so the conv front end runs once per stream, not
+once per window. A local model (``context = local``) runs on back-to-back blocks: exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AudioError, EncoderError, UsageError
+from ..onnxsession import make_session
+from ..stitch import StitchPlan, Step, Stitcher
+from .base import SAMPLE_RATE, FrameGrid
+from .onnxmeta import ModelInfo, parse_model_info
+
+DEFAULT_WINDOW_S = 1.6
+"""Streaming window of a contextual model when neither the caller nor the model's metadata choose
+one (seconds). Measured on XLSR-53-size models: see models/README.md."""
+DEFAULT_HOP_S = 0.8
+"""Hop between windows (seconds): frames emitted per encoder run."""
+DEFAULT_LOOKAHEAD_S = 0.4
+"""Right context of emitted frames (seconds); latency is at most hop + lookahead."""
+LOCAL_HOP_S = 0.5
+"""Block length for local (context-free) models, whose streaming is exact at any block length."""
+HASH_BLOCK = 1 << 22
+"""Bytes read per update when hashing a model file."""
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a contextual model is streamed (``None``: the model's recommendation, else the default).
+
+    Attributes:
+        window: seconds of audio the model sees per run (left context + hop + lookahead).
+        hop: seconds between runs: frames emitted per run.
+        lookahead: seconds of right context each emitted frame gets; with ``hop`` it bounds the
+            latency from audio in to frame out.
+    """
+
+    window: float | None = None
+    hop: float | None = None
+    lookahead: float | None = None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (the model's identity in keyword sets)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _as_frames(value: np.ndarray, dim: int, name: str) -> np.ndarray:
+    """One batch item of an output as ``(frames, dim)``, extra singleton axes squeezed."""
+    item = np.asarray(value[0], dtype=np.float32)
+    if item.size % dim or (item.ndim and item.shape[-1] != dim):
+        raise EncoderError(f"{name}: output of shape {tuple(value.shape)} does not end in hidden_size {dim}")
+    return item.reshape(-1, dim)
+
+
+class OnnxEncoder:
+    """A shared, read-only encoder around one exported ONNX model (see the module docstring).
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: onnxruntime intra-op threads (default: physical cores).
+        layer: for an all-layers model, the layer to stream and encode (default: the model's).
+        stream: streaming geometry for contextual models.
+        spin: let onnxruntime's threads busy-wait (see :func:`kwsstream.onnxsession.make_session`).
+
+    Raises:
+        EncoderError: missing or unusable file, metadata that breaks the contract, a layer the
+            model does not have.
+        UsageError: stream options that do not fit together.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, *, layer: int | None = None,
+                 stream: StreamOptions = StreamOptions(), spin: bool = True):
+        self.path = Path(path)
+        name = str(self.path)
+        if not self.path.is_file():
+            raise EncoderError(f"{name}: no such model file")
+        self.session = make_session(self.path, threads=threads, spin=spin)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        # an optional input (one with a default value) is listed among the overridable initialisers
+        inputs = [item.name for item in self.session.get_inputs()]
+        inputs += [item.name for item in self.session.get_overridable_initializers()]
+        outputs = [item.name for item in self.session.get_outputs()]
+        self.info: ModelInfo = parse_model_info(meta, inputs, outputs, name)
+        info = self.info
+        if info.sample_rate != SAMPLE_RATE:
+            raise EncoderError(f"{name}: model expects {info.sample_rate} Hz audio, the pipeline runs at {SAMPLE_RATE}")
+        self.layer = info.layer if layer is None else int(layer)
+        if self.layer not in info.layers:
+            raise EncoderError(f"{name}: layer {self.layer} is not in this model (it has {list(info.layers)})")
+        self.sha256 = file_sha256(self.path)
+        self.dim = info.hidden_size
+        self.grid = FrameGrid(hop=info.frame_hop, length=info.receptive_field, pad=info.pad)
+        self.plan = self._plan(stream)
+        self._output = info.output_for(self.layer)
+        self._empty_context = np.zeros((1, 0, info.feature_size), np.float32)
+
+    def _plan(self, options: StreamOptions) -> StitchPlan:
+        info = self.info
+        if not info.contextual:
+            hop = options.hop or info.stream_hop or LOCAL_HOP_S
+            window, lookahead = options.window or hop, 0.0
+        else:
+            window = options.window or info.stream_window or DEFAULT_WINDOW_S
+            hop = options.hop or info.stream_hop or DEFAULT_HOP_S
+            chosen = options.window is not None or options.hop is not None
+            if options.lookahead is not None:
+                lookahead = options.lookahead
+            elif not chosen and info.stream_lookahead is not None:
+                lookahead = info.stream_lookahead
+            elif not chosen and info.stream_window is None and info.stream_hop is None:
+                lookahead = DEFAULT_LOOKAHEAD_S
+            else:  # the geometry was chosen without a lookahead: symmetric context
+                lookahead = max(0.0, (window - hop) / 2)
+        for label, value in (("window", window), ("hop", hop), ("lookahead", lookahead)):
+            if not (np.isfinite(value) and value >= 0):
+                raise UsageError(f"stream {label} must be a non-negative number of seconds (got {value})")
+        rate = self.grid.frame_rate
+        frames = [int(round(value * rate)) for value in (window, hop, lookahead)]
+        return StitchPlan(window=max(frames[0], 1), hop=max(frames[1], 1), lookahead=frames[2])
+
+    # -- identity ---------------------------------------------------------------------------------
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Kind, model file hash, layer, convention, precision and source (``path`` is ignored
+        when identities are compared). Streaming options are not part of it: templates are made
+        with :meth:`encode`, which does not depend on them."""
+        info = self.info
+        return {
+            "kind": "onnx",
+            "sha256": self.sha256,
+            "layer": self.layer,
+            "layer_convention": info.layer_convention,
+            "precision": info.precision,
+            "source_model": info.source_model,
+            "dim": self.dim,
+            "path": str(self.path),
+        }
+
+    @property
+    def name(self) -> str:
+        """E.g. ``wav2vec2-large-xlsr-53-L12-int8``."""
+        source = self.info.source_model.rstrip("/").split("/")[-1] or "onnx"
+        return f"{source}-L{self.layer}-{self.info.precision}"
+
+    # -- whole utterances -------------------------------------------------------------------------
+    def _check_audio(self, audio: np.ndarray) -> np.ndarray:
+        samples = np.asarray(audio, dtype=np.float32)
+        if samples.ndim != 1:
+            raise AudioError(f"{self.path}: encoder input must be mono samples, got shape {samples.shape}")
+        return samples
+
+    def _padded(self, audio: np.ndarray) -> np.ndarray:
+        pad = np.zeros(self.grid.pad, np.float32)
+        return np.concatenate([pad, audio, pad]) if self.grid.pad else audio
+
+    def _feed(self, audio: np.ndarray, context: np.ndarray | None) -> dict[str, np.ndarray]:
+        feed = {self.info.input_audio: np.ascontiguousarray(audio[None, :], dtype=np.float32)}
+        if self.info.two_stage:
+            feed[self.info.input_context] = self._empty_context if context is None else context[None]
+        return feed
+
+    def _check_count(self, frames: np.ndarray, expected: int, samples: int) -> np.ndarray:
+        if frames.shape[0] != expected:
+            raise EncoderError(f"{self.path}: model gave {frames.shape[0]} frames for {samples} samples, "
+                               f"its metadata grid implies {expected}")
+        return frames
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """Encode one whole utterance: ``(n_frames, dim)`` float32 (none if shorter than one
+        receptive field)."""
+        return self.encode_layers(audio, layers=(self.layer,))[self.layer]
+
+    def encode_layers(self, audio: np.ndarray, layers: tuple[int, ...] | None = None) -> dict[int, np.ndarray]:
+        """Encode one whole utterance at several layers in one pass (all-layers models).
+
+        Args:
+            audio: mono 16 kHz float32 samples.
+            layers: which layers (default: every layer the model outputs).
+
+        Returns:
+            layer -> ``(n_frames, dim)`` float32 frames.
+        """
+        samples = self._check_audio(audio)
+        wanted = self.info.layers if layers is None else tuple(layers)
+        missing = [layer for layer in wanted if layer not in self.info.layers]
+        if missing:
+            raise EncoderError(f"{self.path}: layers {missing} are not in this model (it has {list(self.info.layers)})")
+        n = self.grid.n_frames(len(samples))
+        if n == 0:
+            return {layer: np.zeros((0, self.dim), np.float32) for layer in wanted}
+        names = [self.info.output_for(layer) for layer in wanted]
+        values = self.session.run(names, self._feed(self._padded(samples), None))
+        return {layer: self._check_count(_as_frames(value, self.dim, str(self.path)), n, len(samples))
+                for layer, value in zip(wanted, values)}
+
+    def create_state(self) -> OnnxStream:
+        """A fresh per-stream state (cheap; the session is shared)."""
+        return OnnxStream(self)
+
+
+class OnnxStream:
+    """One stream's state for an :class:`OnnxEncoder`: pending audio, cached front-end features
+    and the stitcher. ``flush()`` ends the stream and leaves the state reset for a new one."""
+
+    def __init__(self, encoder: OnnxEncoder):
+        self.encoder = encoder
+        self._stitcher = Stitcher(encoder.plan)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: ready for a new stream."""
+        grid = self.encoder.grid
+        self._stitcher.reset()
+        self._audio = np.zeros(grid.pad, np.float32)  # padded stream samples from _audio_start on
+        self._audio_start = 0
+        self._feats = np.zeros((0, self.encoder.info.feature_size), np.float32)  # frames _feat_start..
+        self._feat_start = 0
+
+    @property
+    def _received(self) -> int:
+        return self._audio_start + len(self._audio)
+
+    def _available(self) -> int:
+        grid = self.encoder.grid
+        return max(0, (self._received - grid.length) // grid.hop + 1)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Take 16 kHz float32 samples; return the frames now final, ``(n, dim)``."""
+        chunk = self.encoder._check_audio(samples)
+        if len(chunk):
+            self._audio = np.concatenate([self._audio, chunk])
+        return self._run(self._stitcher.steps(self._available()))
+
+    def flush(self) -> np.ndarray:
+        """End of stream: return the remaining frames, ``(n, dim)``; then reset."""
+        self._audio = np.concatenate([self._audio, np.zeros(self.encoder.grid.pad, np.float32)])
+        frames = self._run(self._stitcher.steps(self._available(), final=True))
+        self.reset()
+        return frames
+
+    def _segment(self, first: int, end: int) -> np.ndarray:
+        """Padded samples from frame ``first``'s start to frame ``end - 1``'s end."""
+        grid = self.encoder.grid
+        lo = first * grid.hop - self._audio_start
+        return self._audio[lo:lo + (end - 1 - first) * grid.hop + grid.length]
+
+    def _run(self, steps: list[Step]) -> np.ndarray:
+        out = [np.zeros((0, self.encoder.dim), np.float32)]
+        for step in steps:
+            frames = self._step_two_stage(step) if self.encoder.info.two_stage else self._step_single(step)
+            out.append(frames[step.emit_from - step.start:step.emit_to - step.start])
+        return np.ascontiguousarray(np.concatenate(out))
+
+    def _step_single(self, step: Step) -> np.ndarray:
+        enc = self.encoder
+        audio = self._segment(step.start, step.end)
+        (value,) = enc.session.run([enc._output], enc._feed(audio, None))
+        frames = enc._check_count(_as_frames(value, enc.dim, str(enc.path)), step.end - step.start, len(audio))
+        self._drop_audio_before(step.start)  # later windows never start earlier
+        return frames
+
+    def _step_two_stage(self, step: Step) -> np.ndarray:
+        enc = self.encoder
+        # new front-end features: from the first frame not yet computed (at least one frame, so
+        # the front end always has input; a recomputed frame replaces the cached one)
+        first_new = min(self._feat_start + len(self._feats), step.end - 1)
+        context = self._feats[step.start - self._feat_start:first_new - self._feat_start]
+        audio = self._segment(first_new, step.end)
+        value, new = enc.session.run([enc._output, enc.info.output_features],
+                                     enc._feed(audio, np.ascontiguousarray(context)))
+        frames = enc._check_count(_as_frames(value, enc.dim, str(enc.path)), step.end - step.start, len(audio))
+        self._feats = np.concatenate([context, np.asarray(new[0], np.float32)])
+        self._feat_start = step.start
+        self._drop_audio_before(step.end - 1)  # the next step recomputes at most frame end - 1
+        return frames
+
+    def _drop_audio_before(self, frame: int) -> None:
+        cut = frame * self.encoder.grid.hop - self._audio_start
+        if cut > 0:
+            self._audio = self._audio[cut:]
+            self._audio_start += cut

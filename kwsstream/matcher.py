@@ -1,0 +1,126 @@
+"""All templates of all keywords in one flat layout, matched against a stream by one kernel call
+per block of frames (see sdtw.py for the recurrence and the layout).
+
+:class:`Templates` is built once from a keyword set and shared read-only by every stream;
+:class:`MatcherState` holds one stream's running columns — memory that does not grow with the
+stream. Frames are processed in fixed blocks of ``block`` frames aligned to the stream (the last,
+shorter block at ``flush``), so the floating-point result does not depend on how the audio was
+chunked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import sdtw
+from .errors import UsageError
+
+EPS = 1e-8
+MAX_BLOCK_CELLS = 4_000_000
+"""Upper bound on frames × cells of one distance block (bounded memory with many templates)."""
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (an all-zero row stays zero: cosine 0, distance 1)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, EPS)
+
+
+def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``1 - cos`` between the rows of ``a`` (M, D) and of ``b`` (N, D): one matrix product."""
+    return (1.0 - unit_rows(a) @ unit_rows(b).T).astype(np.float32)
+
+
+class Templates:
+    """Templates in the flat, length-sorted layout of :func:`sdtw.advance_columns`.
+
+    Args:
+        templates: each ``(M_t, dim)`` float32.
+        keyword_of: the keyword index of each template.
+    """
+
+    def __init__(self, templates: Sequence[np.ndarray], keyword_of: Sequence[int]):
+        if len(templates) == 0:
+            raise UsageError("no templates to match: enroll a keyword first")
+        if len(templates) != len(keyword_of):
+            raise UsageError(f"{len(templates)} templates but {len(keyword_of)} keyword indices")
+        dims = {t.shape[1] for t in templates}
+        if len(dims) != 1:
+            raise UsageError(f"templates of different dimensions {sorted(dims)}")
+        self.dim = dims.pop()
+        lengths = np.array([len(t) for t in templates], np.int64)
+        if lengths.min() < 1:
+            raise UsageError("a template has no frames")
+        order = np.argsort(-lengths, kind="stable")  # longest first
+        self.order = order  # position p in the layout holds template order[p]
+        self.length = lengths[order]
+        self.keyword_of = np.asarray(keyword_of, np.int64)[order]
+        n_rows = int(self.length[0])
+        self.row_width = np.array([(self.length > i).sum() for i in range(n_rows)], np.int64)
+        self.row_offset = np.concatenate([[0], np.cumsum(self.row_width)[:-1]]).astype(np.int64)
+        self.n_cells = int(self.row_width.sum())
+        self.last_cell = self.row_offset[self.length - 1] + np.arange(len(order))
+        cells = np.zeros((self.n_cells, self.dim), np.float32)
+        for p, t in enumerate(order):
+            frames = unit_rows(templates[t])
+            cells[self.row_offset[: len(frames)] + p] = frames
+        self.cells = cells  # unit-norm template frames, one row per cell
+
+    @property
+    def n_templates(self) -> int:
+        return len(self.length)
+
+    def distances(self, frames: np.ndarray) -> np.ndarray:
+        """``(n, n_cells)`` cosine distances of stream frames to every template cell."""
+        return (1.0 - unit_rows(frames) @ self.cells.T).astype(np.float32)
+
+
+class MatcherState:
+    """One stream's running S-DTW columns for every template."""
+
+    def __init__(self, templates: Templates, block: int):
+        if block < 1:
+            raise UsageError(f"block={block} frames must be at least 1")
+        self.templates = templates
+        self.block = int(min(block, max(1, MAX_BLOCK_CELLS // templates.n_cells)))
+        self.reset()
+
+    def reset(self) -> None:
+        n = self.templates.n_cells
+        self._col = np.full((2, n), np.inf, np.float32)
+        self._col_start = np.zeros((2, n), np.int64)
+        self._pending = np.zeros((0, self.templates.dim), np.float32)
+        self.frames_done = 0  # stream index of the next frame to process
+
+    def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        tpl = self.templates
+        n = len(frames)
+        score = np.empty((n, tpl.n_templates), np.float32)
+        start = np.empty((n, tpl.n_templates), np.int64)
+        frame0 = self.frames_done
+        for b in range(0, n, self.block):
+            blk = frames[b : b + self.block]
+            sdtw.advance_columns(
+                tpl.distances(blk), frame0 + b, tpl.row_offset, tpl.row_width, tpl.last_cell,
+                tpl.length, self._col, self._col_start, score[b : b + len(blk)], start[b : b + len(blk)],
+            )
+        self.frames_done += n
+        return score, start, frame0
+
+    def push(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Match new frames. Returns ``(score (n, T), start (n, T), frame0)`` for the frames of
+        the complete blocks now processed (``frame0``: stream index of the first); templates
+        are in layout order (``templates.order``)."""
+        if len(self._pending):
+            frames = np.concatenate([self._pending, frames])
+        n_full = (len(frames) // self.block) * self.block
+        self._pending = frames[n_full:]
+        return self._run(frames[:n_full])
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Match the frames still waiting for a complete block."""
+        rest, self._pending = self._pending, self._pending[:0]
+        return self._run(rest)

@@ -1,0 +1,162 @@
+"""Subsequence DTW kernels (numba). Kernels only: no validation here, see matcher.py.
+
+Recurrence, for a template ``q`` of M frames against stream frames ``x_j`` with local distance
+``d(i, j) = 1 - cos(q_i, x_j)``::
+
+    D(0, j) = d(0, j)                                   # a match may start at any frame
+    D(i, j) = d(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1))
+
+Every cell also carries ``S(i, j)``, the stream frame where its best path started (ties prefer
+the diagonal, then the vertical, then the horizontal step). The score of a match of the whole
+template ending at frame ``j`` is the normalised cost::
+
+    score(j) = 2 D(M-1, j) / (M + n),   n = j - S(M-1, j) + 1 frames of stream matched
+
+i.e. the accumulated cost divided by the mean of the two sequences' lengths (Sakoe & Chiba's
+symmetric normalisation): a perfect diagonal path scores the mean local distance along it, in
+[0, 2]. The offline ranking (eval) and the incremental runtime use this same function.
+
+Two faces of one recurrence:
+
+* ``accumulate_offline(dist)`` — a whole template × sentence distance matrix at once (the
+  reference; the eval's ranking).
+* ``advance_columns(...)`` — the runtime: one running column per template, all templates in one
+  flat layout (see matcher.py), updated frame by frame from a block of distances. Within a row
+  the loop runs over templates, contiguous in memory, so LLVM vectorises it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+INF = np.float32(np.inf)
+
+
+@numba.njit(cache=True)
+def accumulate_offline(dist):  # pragma: no cover - compiled
+    """Accumulated cost of the last template row and the start frame of each path.
+
+    dist: (M, N) float32 local distances (template rows × stream frames).
+    Returns (cost (N,) float32: D(M-1, j), start (N,) int64: S(M-1, j)).
+    """
+    m, n = dist.shape
+    prev = np.empty(m, np.float32)
+    cur = np.empty(m, np.float32)
+    sprev = np.empty(m, np.int64)
+    scur = np.empty(m, np.int64)
+    cost = np.empty(n, np.float32)
+    start = np.empty(n, np.int64)
+    for j in range(n):
+        cur[0] = dist[0, j]
+        scur[0] = j
+        for i in range(1, m):
+            diag = prev[i - 1] if j > 0 else INF
+            left = prev[i] if j > 0 else INF
+            up = cur[i - 1]
+            if diag <= up and diag <= left:
+                best = diag
+                s = sprev[i - 1]
+            elif up <= left:
+                best = up
+                s = scur[i - 1]
+            else:
+                best = left
+                s = sprev[i]
+            cur[i] = dist[i, j] + best
+            scur[i] = s
+        cost[j] = cur[m - 1]
+        start[j] = scur[m - 1]
+        prev, cur = cur, prev
+        sprev, scur = scur, sprev
+    return cost, start
+
+
+@numba.njit(cache=True)
+def normalise(cost, start, end, length):  # pragma: no cover - compiled
+    """Score of a path of accumulated ``cost`` over stream frames ``start..end`` for a template of
+    ``length`` frames: ``2 cost / (length + end - start + 1)``."""
+    return 2.0 * cost / (length + end - start + 1)
+
+
+@numba.njit(cache=True)
+def best_match(dist):  # pragma: no cover - compiled
+    """Best normalised subsequence match of a template in a sentence.
+
+    dist: (M, N) float32. Returns (score, start frame, end frame).
+    """
+    m, n = dist.shape
+    cost, start = accumulate_offline(dist)
+    best = np.inf
+    b_start = 0
+    b_end = 0
+    for j in range(n):
+        score = normalise(cost[j], start[j], j, m)
+        if score < best:
+            best = score
+            b_start = start[j]
+            b_end = j
+    return best, b_start, b_end
+
+
+@numba.njit(cache=True)
+def advance_columns(
+    dist, frame0, row_offset, row_width, last_cell, length, col, col_start, out_score, out_start
+):  # pragma: no cover - compiled
+    """Advance every template's running column over a block of stream frames.
+
+    Flat layout: templates sorted by length (longest first); row ``i`` holds the cells of the
+    ``row_width[i]`` templates that have a row ``i``, at ``row_offset[i] .. + row_width[i]``, so
+    cell ``(i, t)`` is ``row_offset[i] + t`` and ``(i-1, t)`` is ``row_offset[i-1] + t``.
+
+    dist: (n, C) float32 local distances of the block's n frames to all C cells.
+    frame0: stream index of the block's first frame.
+    row_offset, row_width: (R,) int64 layout; last_cell: (T,) int64 cell of each template's last
+    row; length: (T,) int64 template lengths.
+    col: (2, C) float32 and col_start: (2, C) int64 running columns (state, in and out): row 0 is
+    the current column (frame0 - 1), row 1 scratch. +inf where no path exists yet.
+    out_score: (n, T) float32 normalised end scores; out_start: (n, T) int64 start frames.
+    """
+    n = dist.shape[0]
+    rows = row_offset.shape[0]
+    n_templates = last_cell.shape[0]
+    p = 0
+    for k in range(n):
+        j = frame0 + k
+        prev = col[p]
+        sprev = col_start[p]
+        cur = col[1 - p]
+        scur = col_start[1 - p]
+        d = dist[k]
+        w0 = row_width[0]
+        for t in range(w0):
+            cur[t] = d[t]
+            scur[t] = j
+        for i in range(1, rows):
+            o = row_offset[i]
+            ou = row_offset[i - 1]
+            for t in range(row_width[i]):
+                diag = prev[ou + t]
+                up = cur[ou + t]
+                left = prev[o + t]
+                s_diag = sprev[ou + t]
+                s_up = scur[ou + t]
+                s_left = sprev[o + t]
+                best = diag
+                s = s_diag
+                if up < best:
+                    best = up
+                    s = s_up
+                if left < best:
+                    best = left
+                    s = s_left
+                cur[o + t] = d[o + t] + best
+                scur[o + t] = s
+        for t in range(n_templates):
+            c = last_cell[t]
+            out_start[k, t] = scur[c]
+            out_score[k, t] = normalise(cur[c], scur[c], j, length[t])
+        p = 1 - p
+    if p == 1:
+        col[0, :] = col[1]
+        col_start[0, :] = col_start[1]
