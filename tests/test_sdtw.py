@@ -1,0 +1,87 @@
+"""The subsequence DTW kernels: worked by hand, against librosa, offline == incremental."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+
+from kwsstream.matcher import MatcherState, Templates, cosine_distances
+from kwsstream.sdtw import accumulate_offline, best_match
+
+
+def test_hand_worked_matrix():
+    # template of 3 frames against 5 stream frames; local distances chosen by hand
+    d = np.array([[1, 0, 2, 2, 0],
+                  [2, 2, 0, 1, 2],
+                  [2, 2, 2, 0, 1]], np.float32)
+    # D row 0 = d row 0 (free start): [1, 0, 2, 2, 0]
+    # row 1: j0: 2+1=3; j1: 2+min(1,0,3)=2; j2: 0+min(0,2,2)=0; j3: 1+min(2,2,0)=1; j4: 2+min(2,0,1)=2
+    # row 2: j0: 2+3=5; j1: 2+min(3,2,5)=4; j2: 2+min(2,0,4)=2; j3: 0+min(0,1,2)=0; j4: 1+min(1,2,0)=1
+    cost, start = accumulate_offline(d)
+    np.testing.assert_array_equal(cost, [5, 4, 2, 0, 1])
+    # the zero-cost path 0->(0,1) (1,2) (2,3) starts at stream frame 1
+    assert start[3] == 1
+    assert start[4] == 1  # (2,4) extends it horizontally
+    score, s, e = best_match(d)
+    assert (s, e) == (1, 3) and score == 0.0
+
+
+def test_ramp_hidden_in_noise_is_recovered_exactly():
+    rng = np.random.default_rng(0)
+    query = rng.standard_normal((12, 8)).astype(np.float32)
+    sentence = rng.standard_normal((80, 8)).astype(np.float32)
+    sentence[40:52] = query  # the very frames at 40..51
+    score, s, e = best_match(cosine_distances(query, sentence))
+    assert (s, e) == (40, 51)
+    assert score == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("m,n", [(1, 7), (5, 5), (9, 40), (30, 17)])
+def test_offline_last_row_equals_librosa_subsequence_dtw(m, n):
+    rng = np.random.default_rng(m * 100 + n)
+    d = rng.random((m, n)).astype(np.float32)
+    ref = librosa.sequence.dtw(C=d.astype(np.float64), subseq=True, backtrack=False)[-1]
+    cost, _ = accumulate_offline(d)
+    np.testing.assert_allclose(cost, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_offline_start_frames_equal_librosa_backtracking(seed):
+    rng = np.random.default_rng(seed)
+    d = rng.random((6, 30)).astype(np.float32)
+    cost, start = accumulate_offline(d)
+    _, wp = librosa.sequence.dtw(C=d.astype(np.float64), subseq=True)  # path from the best end back
+    end = int(wp[0, 1])
+    assert end == int(np.argmin(cost))
+    assert start[end] == wp[-1, 1]
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_incremental_equals_offline_for_many_templates(block):
+    rng = np.random.default_rng(block)
+    lengths = [7, 3, 12, 12, 1, 5]
+    templates = [rng.standard_normal((m, 6)).astype(np.float32) for m in lengths]
+    stream = rng.standard_normal((50, 6)).astype(np.float32)
+    tpl = Templates(templates, keyword_of=[0, 0, 1, 2, 2, 3])
+    state = MatcherState(tpl, block)
+    parts = [state.push(stream[a:b]) for a, b in [(0, 1), (1, 20), (20, 21), (21, 50)]] + [state.flush()]
+    score = np.concatenate([p[0] for p in parts])
+    start = np.concatenate([p[1] for p in parts])
+    assert [p[2] for p in parts if len(p[0])][0] == 0 and len(score) == 50
+    for pos, t in enumerate(tpl.order):
+        cost, s = accumulate_offline(cosine_distances(templates[t], stream))
+        expected = 2 * cost / (lengths[t] + np.arange(50) - s + 1)
+        np.testing.assert_array_equal(start[:, pos], s)
+        np.testing.assert_allclose(score[:, pos], expected, rtol=1e-6)
+
+
+def test_column_memory_does_not_grow_with_the_stream():
+    rng = np.random.default_rng(1)
+    tpl = Templates([rng.standard_normal((20, 4)).astype(np.float32)], [0])
+    state = MatcherState(tpl, 10)
+    sizes = set()
+    for _ in range(20):
+        state.push(rng.standard_normal((100, 4)).astype(np.float32))
+        sizes.add(state._col.nbytes + state._col_start.nbytes + state._pending.nbytes)
+    assert len(sizes) == 1 and state.frames_done == 2000
