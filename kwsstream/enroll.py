@@ -14,7 +14,7 @@ Threshold calibration (:func:`calibrate`), from the keyword set alone:
 The threshold is ``max(base, max(positives) + POSITIVE_MARGIN)``: keywords whose examples agree
 less get a looser threshold, never below the encoder's ``base`` (``encoder.default_threshold``).
 Measured on synthetic Spanish (8 keywords, 3 enrollment voices, 4 other voices in 15 dB noise,
-``eval/bench/thresholds.py``): for MFCC the true occurrences scored 0.32-0.41 and everything
+``python -m eval.bench.mfcc_normalisation``): for MFCC the true occurrences scored 0.32-0.41 and everything
 else in the stream 0.41 and up, while leave-one-out positives were only 0.17-0.33 — an unseen
 voice in noise costs more than the enrolled voices in silence — and the impostors among the
 enrollment examples (same voice, other word: 0.33-0.45) were lower than the stream's negatives,

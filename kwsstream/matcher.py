@@ -20,6 +20,9 @@ from .errors import UsageError
 EPS = 1e-8
 MAX_BLOCK_CELLS = 4_000_000
 """Upper bound on frames × cells of one distance block (bounded memory with many templates)."""
+REBASE_FRAMES = 2**30
+"""Start frames are int32 in the kernel (faster vector code) and counted from a base that moves
+forward by this much when the stream gets that long (every ~124 days of MFCC frames)."""
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -75,7 +78,8 @@ class Templates:
 
     def distances(self, frames: np.ndarray) -> np.ndarray:
         """``(n, n_cells)`` cosine distances of stream frames to every template cell."""
-        return (1.0 - unit_rows(frames) @ self.cells.T).astype(np.float32)
+        prod = unit_rows(frames) @ self.cells.T
+        return np.subtract(np.float32(1.0), prod, out=prod)
 
 
 class MatcherState:
@@ -91,9 +95,16 @@ class MatcherState:
     def reset(self) -> None:
         n = self.templates.n_cells
         self._col = np.full((2, n), np.inf, np.float32)
-        self._col_start = np.zeros((2, n), np.int64)
+        self._col_start = np.zeros((2, n), np.int32)
         self._pending = np.zeros((0, self.templates.dim), np.float32)
         self.frames_done = 0  # stream index of the next frame to process
+        self._base = 0  # stream index that the kernel's int32 start frames count from
+
+    def _rebase(self) -> None:
+        """Move the int32 start frames' origin forward (paths older than that are long dead)."""
+        shift = REBASE_FRAMES
+        self._col_start[:] = np.maximum(self._col_start.astype(np.int64) - shift, -(2**31)).astype(np.int32)
+        self._base += shift
 
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         tpl = self.templates
@@ -103,10 +114,13 @@ class MatcherState:
         frame0 = self.frames_done
         for b in range(0, n, self.block):
             blk = frames[b : b + self.block]
+            if frame0 + b + len(blk) - self._base >= 2**31 - 1:
+                self._rebase()
             sdtw.advance_columns(
-                tpl.distances(blk), frame0 + b, tpl.row_offset, tpl.row_width, tpl.last_cell,
+                tpl.distances(blk), frame0 + b - self._base, tpl.row_offset, tpl.row_width, tpl.last_cell,
                 tpl.length, self._col, self._col_start, score[b : b + len(blk)], start[b : b + len(blk)],
             )
+        start += self._base
         self.frames_done += n
         return score, start, frame0
 

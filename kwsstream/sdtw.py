@@ -99,6 +99,27 @@ def best_match(dist):  # pragma: no cover - compiled
     return best, b_start, b_end
 
 
+@numba.njit(cache=True, inline="always")
+def _advance_row(d, prev_up, cur_up, prev_same, out, s_prev_up, s_cur_up, s_prev_same, s_out):  # pragma: no cover
+    """One row of the recurrence for every template that has it: plain 1-D loops over templates
+    with every operand loaded unconditionally, so LLVM turns the min/select into vector code."""
+    for t in range(out.shape[0]):
+        diag = prev_up[t]
+        up = cur_up[t]
+        left = prev_same[t]
+        s_diag = s_prev_up[t]
+        s_up = s_cur_up[t]
+        s_left = s_prev_same[t]
+        take_up = up < diag  # ties prefer the diagonal, then the vertical step
+        best = up if take_up else diag
+        s = s_up if take_up else s_diag
+        take_left = left < best
+        best = left if take_left else best
+        s = s_left if take_left else s
+        out[t] = d[t] + best
+        s_out[t] = s
+
+
 @numba.njit(cache=True)
 def advance_columns(
     dist, frame0, row_offset, row_width, last_cell, length, col, col_start, out_score, out_start
@@ -110,10 +131,10 @@ def advance_columns(
     cell ``(i, t)`` is ``row_offset[i] + t`` and ``(i-1, t)`` is ``row_offset[i-1] + t``.
 
     dist: (n, C) float32 local distances of the block's n frames to all C cells.
-    frame0: stream index of the block's first frame.
+    frame0: index of the block's first frame (relative to the caller's base, < 2**31).
     row_offset, row_width: (R,) int64 layout; last_cell: (T,) int64 cell of each template's last
     row; length: (T,) int64 template lengths.
-    col: (2, C) float32 and col_start: (2, C) int64 running columns (state, in and out): row 0 is
+    col: (2, C) float32 and col_start: (2, C) int32 running columns (state, in and out): row 0 is
     the current column (frame0 - 1), row 1 scratch. +inf where no path exists yet.
     out_score: (n, T) float32 normalised end scores; out_start: (n, T) int64 start frames.
     """
@@ -128,30 +149,15 @@ def advance_columns(
         cur = col[1 - p]
         scur = col_start[1 - p]
         d = dist[k]
-        w0 = row_width[0]
-        for t in range(w0):
+        for t in range(row_width[0]):
             cur[t] = d[t]
             scur[t] = j
         for i in range(1, rows):
             o = row_offset[i]
             ou = row_offset[i - 1]
-            for t in range(row_width[i]):
-                diag = prev[ou + t]
-                up = cur[ou + t]
-                left = prev[o + t]
-                s_diag = sprev[ou + t]
-                s_up = scur[ou + t]
-                s_left = sprev[o + t]
-                best = diag
-                s = s_diag
-                if up < best:
-                    best = up
-                    s = s_up
-                if left < best:
-                    best = left
-                    s = s_left
-                cur[o + t] = d[o + t] + best
-                scur[o + t] = s
+            w = row_width[i]
+            _advance_row(d[o : o + w], prev[ou : ou + w], cur[ou : ou + w], prev[o : o + w], cur[o : o + w],
+                         sprev[ou : ou + w], scur[ou : ou + w], sprev[o : o + w], scur[o : o + w])
         for t in range(n_templates):
             c = last_cell[t]
             out_start[k, t] = scur[c]

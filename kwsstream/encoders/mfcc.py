@@ -4,7 +4,7 @@ The spectral part matches ``librosa.feature.mfcc(n_fft=400, hop_length=160, cent
 n_mels=40, fmin=20, fmax=7600, htk=False)`` on ``power_to_db(top_db=None)`` (tested). Frame ``j``
 covers samples ``[160 j, 160 j + 400)``.
 
-Normalisation, chosen by measurement (``eval/bench/mfcc_normalisation.py``, README): a causal
+Normalisation, chosen by measurement (``python -m eval.bench.mfcc_normalisation``, README): a causal
 cepstral mean normalisation (``MfccOptions.cmn_seconds``) and c0 at half weight
 (``c0_weight``). The mean is the running average of all frames so far (the current one
 included) for the first ``cmn_seconds``, then an exponential average with that time constant, so
