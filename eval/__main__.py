@@ -16,6 +16,7 @@ from kwsstream.errors import KwsError
 
 SUBCOMMANDS = {
     "synth": ("eval.synth", "make a synthetic Spanish corpus in the Common Voice layout"),
+    "run": ("eval.run", "run the study's protocol: encode, rank with S-DTW, P@K/R@K, anisotropy, report"),
 }
 """name -> (module, one-line help)."""
 

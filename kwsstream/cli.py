@@ -118,10 +118,67 @@ def cmd_keywords(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- live audio: listen, devices (kwsstream/live.py, kwsstream/sources.py) ---------------------
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from .encoders import load_encoder
+    from .live import ListenOptions, listen_microphone
+    from .sources import native_stderr_silenced
+    from .spotter import Spotter
+
+    options = ListenOptions(device=args.device, rate=args.rate, seconds=args.seconds, queue_seconds=args.queue_seconds,
+                            stall=tuple(args.debug_stall) if args.debug_stall else None)
+    try:
+        encoder = load_encoder(args.encoder) if args.encoder else None
+        spotter = Spotter.load(args.keyset, encoder=encoder, thresholds=args.threshold)
+        with native_stderr_silenced():
+            listen_microphone(spotter, options, on_event=lambda e: emit(e, args.json, prefix="heard "), say=_say)
+    except KeyboardInterrupt:  # before the stream started listening (a started one stops cleanly)
+        _say("kwsstream: interrupted before listening started")
+    return EXIT_OK
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .sources import format_devices, list_devices, native_stderr_silenced
+
+    with native_stderr_silenced():
+        devices = list_devices()
+    if not devices:
+        _say("no input devices: PortAudio sees no microphone (with PulseAudio or PipeWire, is the server running?)")
+    else:
+        print(format_devices(devices), flush=True)
+        _say("* = default input; kwsstream listen --device ID|NAME chooses another")
+    return EXIT_OK
+
+
+def add_live_parsers(sub) -> None:
+    """The ``listen`` and ``devices`` subcommands."""
+    from .live import QUEUE_SECONDS
+
+    p = sub.add_parser("listen", help="spot keywords live in a microphone")
+    p.add_argument("-k", "--keyset", required=True)
+    p.add_argument("--device", help="input device id or (part of) its name (see 'kwsstream devices'); default: the default input")
+    p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds (default: Ctrl-C stops)")
+    p.add_argument("--threshold", type=float, help="one threshold for every keyword (overrides the set's)")
+    p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
+    p.add_argument("--rate", type=int, help="open the device at this sample rate (default: the device's own)")
+    p.add_argument("--queue-seconds", type=float, default=QUEUE_SECONDS,
+                   help=f"audio held while processing catches up; beyond it the oldest is dropped (default {QUEUE_SECONDS:g})")
+    p.add_argument("--debug-stall", type=float, nargs=2, metavar=("AT", "SECONDS"), help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("devices", help="list the audio input devices")
+    p.set_defaults(func=cmd_devices)
+
+
+# --- end of live audio ---------------------------------------------------------------------------
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(fast=args.fast, as_json=args.json)
+    return run_demo(fast=args.fast, as_json=args.json, recording=args.recording)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,10 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove", metavar="NAME")
     p.set_defaults(func=cmd_keywords)
 
-    p = sub.add_parser("demo", help="enroll the bundled examples and spot them live")
-    p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
+    p = sub.add_parser("demo", help="enroll the bundled examples and spot them live (microphone, else the bundled recording)")
+    p.add_argument("--fast", action="store_true", help="play the bundled recording as fast as possible (implies --recording)")
+    p.add_argument("--recording", action="store_true", help="play the bundled recording even when there is a microphone")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    add_live_parsers(sub)
     return parser
 
 

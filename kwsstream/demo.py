@@ -1,4 +1,5 @@
-"""``kwsstream demo``: enroll the bundled example keywords, then spot them in the bundled stream.
+"""``kwsstream demo``: enroll the bundled example keywords, then spot them live: in the microphone
+when there is one, else in the bundled stream played at real time through the same live pipeline.
 
 The example audio in ``kwsstream/data/`` is made by ``scripts/make_examples.py`` with espeak-ng
 (Spanish voices): three recordings of each keyword by three voices, and a stream of sentences by
@@ -12,15 +13,13 @@ import json
 import re
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
-from .audio import iter_audio_blocks
 from .encoders import load_encoder
 from .enroll import enroll
-from .errors import KwsError
+from .errors import AudioError, KwsError
 from .keyset import save_keyset
 from .spotter import Spotter
 
@@ -68,8 +67,23 @@ def score(events, truth) -> tuple[int, int]:
     return found, false
 
 
-def run_demo(fast: bool = False, as_json: bool = False) -> int:
+def find_microphone():
+    """The default input device, or ``(None, why not)`` when there is none (or no PortAudio)."""
+    from .sources import find_device
+
+    try:
+        return find_device(None), ""
+    except AudioError as err:
+        return None, str(err)
+
+
+def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False) -> int:
+    """Enroll the bundled keywords, then spot them in the microphone when there is one (until
+    Ctrl-C), else in the bundled recording played through the same live pipeline at real time
+    (``fast``: as fast as possible; ``recording``: even when there is a microphone)."""
     from .cli import emit
+    from .live import ListenOptions, listen_microphone, play_recording
+    from .sources import native_stderr_silenced
 
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     stream_path = data_dir() / "stream.flac"
@@ -79,21 +93,30 @@ def run_demo(fast: bool = False, as_json: bool = False) -> int:
         spotter = Spotter.load(keyset_path)
         for kw in spotter.keyset.keywords:
             say(f"enrolled {kw.name!r} from {len(kw.templates)} recordings, threshold {kw.threshold:.3f}")
-    say(f"no microphone path yet: streaming the bundled recording {stream_path.name} "
-        f"{'as fast as possible' if fast else 'at real time'} (Ctrl-C stops)")
-    stream = spotter.create_stream(source=stream_path.name)
-    events, started = [], time.monotonic()
-    for block in iter_audio_blocks(stream_path, block_seconds=0.1):
-        for event in stream.feed(block):
-            emit(event, as_json, prefix="heard ")
-            events.append(event)
-        if not fast:
-            ahead = stream.seconds - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-    for event in stream.flush():
+    events = []
+
+    def on_event(event) -> None:
         emit(event, as_json, prefix="heard ")
         events.append(event)
-    found, false = score(events, truth)
-    say(f"found {found} of {len(truth)} spoken keywords, {false} false detection(s)")
+
+    try:
+        with native_stderr_silenced():
+            device, why = (None, "") if fast or recording else find_microphone()
+            if device is not None:
+                say(f"microphone found: say {', '.join(repr(n) for n in spotter.names)} (examples in {data_dir()})")
+                listen_microphone(spotter, ListenOptions(device=device.index), on_event=on_event, say=say)
+                return 0
+            if why:
+                say(f"no microphone: {why}")
+            summary = play_recording(
+                spotter, stream_path, ListenOptions(), realtime=not fast, on_event=on_event, say=say,
+                on_start=lambda: say(f"playing the bundled recording {stream_path.name} "
+                                     f"{'as fast as possible' if fast else 'at real time'} through the live pipeline "
+                                     "(Ctrl-C stops)"))
+    except KeyboardInterrupt:  # before listening started (a started run stops cleanly by itself)
+        say("stopped (Ctrl-C)")
+        return 0
+    heard = [t for t in truth if t["end"] <= summary.seconds]
+    found, false = score(events, heard)
+    say(f"found {found} of {len(heard)} spoken keywords, {false} false detection(s)")
     return 0

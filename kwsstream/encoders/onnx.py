@@ -27,13 +27,16 @@ from ..stitch import StitchPlan, Step, Stitcher
 from .base import SAMPLE_RATE, FrameGrid
 from .onnxmeta import ModelInfo, parse_model_info
 
-DEFAULT_WINDOW_S = 1.6
+DEFAULT_WINDOW_S = 1.5
 """Streaming window of a contextual model when neither the caller nor the model's metadata choose
-one (seconds). Measured on XLSR-53-size models: see models/README.md."""
-DEFAULT_HOP_S = 0.8
-"""Hop between windows (seconds): frames emitted per encoder run."""
-DEFAULT_LOOKAHEAD_S = 0.4
-"""Right context of emitted frames (seconds); latency is at most hop + lookahead."""
+one (seconds): 0.5 s left context + hop + lookahead. Chosen from measurements on XLSR-53-size
+models (fidelity, real-time factor and latency: see models/README.md)."""
+DEFAULT_HOP_S = 0.7
+"""Hop between windows (seconds): frames emitted per encoder run. The transformer's cost is
+``window / hop`` times that of encoding the audio once."""
+DEFAULT_LOOKAHEAD_S = 0.3
+"""Right context of emitted frames (seconds). A frame comes out at most hop + lookahead (1.0 s)
+after its audio, plus the audio block's length and the compute time."""
 LOCAL_HOP_S = 0.5
 """Block length for local (context-free) models, whose streaming is exact at any block length."""
 HASH_BLOCK = 1 << 22
@@ -112,6 +115,7 @@ class OnnxEncoder:
         self.dim = info.hidden_size
         self.grid = FrameGrid(hop=info.frame_hop, length=info.receptive_field, pad=info.pad)
         self.plan = self._plan(stream)
+        self.default_threshold = info.default_threshold  # read by enrollment when calibrating
         self._output = info.output_for(self.layer)
         self._empty_context = np.zeros((1, 0, info.feature_size), np.float32)
 
@@ -154,7 +158,7 @@ class OnnxEncoder:
             "precision": info.precision,
             "source_model": info.source_model,
             "dim": self.dim,
-            "path": str(self.path),
+            "path": str(self.path.resolve()),  # absolute: a set may be used from another folder
         }
 
     @property

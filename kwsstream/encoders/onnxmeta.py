@@ -43,6 +43,11 @@ Optional keys (default in brackets):
 ``stream_window``        recommended streaming window, seconds (contextual models)
 ``stream_hop``           recommended hop between windows, seconds
 ``stream_lookahead``     recommended right context, seconds
+``default_threshold``    base detection threshold for keyword sets enrolled with this model
+                         (a normalised path cost) [absent: the enroller's fallback]
+``source_family``,       informative only: ``wav2vec2``; ``none`` (raw audio in); how
+``input_normalization``, the weights were quantised
+``quantization``
 =======================  ==================================================================
 
 Outputs are ``[batch, frames, hidden_size]`` float32; extra singleton axes (e.g.
@@ -93,6 +98,7 @@ class ModelInfo:
     stream_window: float | None
     stream_hop: float | None
     stream_lookahead: float | None
+    default_threshold: float | None = None
 
     @property
     def two_stage(self) -> bool:
@@ -115,7 +121,7 @@ def _int(meta: Mapping[str, str], key: str, name: str, default: int | None = Non
         raise EncoderError(f"{name}: metadata '{key}' = {meta[key]!r} is not an integer") from None
 
 
-def _seconds(meta: Mapping[str, str], key: str, name: str, zero_ok: bool = False) -> float | None:
+def _number(meta: Mapping[str, str], key: str, name: str, zero_ok: bool = False) -> float | None:
     if key not in meta:
         return None
     try:
@@ -215,7 +221,8 @@ def parse_model_info(
         input_context=input_context,
         output_features=output_features,
         feature_size=_int(meta, "feature_size", name, hidden_size),
-        stream_window=_seconds(meta, "stream_window", name),
-        stream_hop=_seconds(meta, "stream_hop", name),
-        stream_lookahead=_seconds(meta, "stream_lookahead", name, zero_ok=True),
+        stream_window=_number(meta, "stream_window", name),
+        stream_hop=_number(meta, "stream_hop", name),
+        stream_lookahead=_number(meta, "stream_lookahead", name, zero_ok=True),
+        default_threshold=_number(meta, "default_threshold", name),
     )

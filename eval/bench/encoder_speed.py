@@ -1,0 +1,279 @@
+"""Speed of the ONNX encoder: alone, streaming, and the whole streaming pipeline (audio -> events).
+
+For each layer L and precision: real-time factor (compute seconds per audio second; median of
+``--reps`` runs) of
+
+* ``encode``: one whole 10 s utterance;
+* ``naive``: the baseline before this work - overlapping 2 s windows every 1 s, each encoded from
+  raw audio (conv front end recomputed per window);
+* ``stream``: the encoder's own streaming (front end once per stream, context windows), fed
+  0.1 s blocks as a microphone would, with the frame latency (audio in -> frame out: audio still
+  to arrive after the frame's own samples, plus the compute of the block that emitted it);
+* ``pipeline``: :class:`kwsstream.spotter.Spotter` fed the same blocks (encoder + S-DTW matcher +
+  detector, one keyword with 3 templates);
+
+plus the model's file size and the peak RSS of the process that measured it (one fresh process
+per model). Random weights with the exact XLSR-53 architecture (``encoder_models.py``): speed
+does not depend on the weights' values.
+
+Usage (writes several GB under --workdir while it runs; removed at the end unless --keep)::
+
+    python -m eval.bench.encoder_speed [--layers 6 12 18 24] [--threads 2] [--workdir /tmp/kwsstream-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENCODE_SECONDS = 10.0
+STREAM_SECONDS = 20.0
+BLOCK_SECONDS = 0.1
+NAIVE_WINDOW_S, NAIVE_HOP_S = 2.0, 1.0
+DEFAULT_LAYERS = (6, 12, 18, 24)
+DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "kwsstream-bench"
+
+
+def machine() -> str:
+    """CPU model, cores, ISA extensions that matter for int8, load average."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    from kwsstream.onnxsession import physical_cores
+
+    isa = [name for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if name in flags]
+    load = os.getloadavg()
+    return (f"{model}; {os.cpu_count()} logical CPUs, {physical_cores()} physical cores; ISA {'/'.join(isa) or '?'}; "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+class Clock:
+    """Wall-clock and process CPU seconds of a block (``with Clock() as c: ...; c.wall, c.cpu``).
+
+    CPU time (all threads; onnxruntime's threads do not spin in the benchmark) is the work done,
+    nearly unaffected by other processes on a shared machine; wall time is what a user waits.
+    """
+
+    def __enter__(self) -> Clock:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def _stats(values: list[float]) -> dict:
+    """Median and minimum: the median is what was asked for; on a shared machine the minimum is
+    the run least disturbed by other processes."""
+    return {"median": float(np.median(values)), "min": float(np.min(values))}
+
+
+def measure_encode(encoder, audio: np.ndarray) -> dict:
+    """RTF of encoding ``audio`` whole."""
+    seconds = len(audio) / encoder.grid.sample_rate
+    with Clock() as clock:
+        encoder.encode(audio)
+    return {"rtf": clock.wall / seconds, "cpu_rtf": clock.cpu / seconds}
+
+
+def measure_stream(encoder, audio: np.ndarray, block: int) -> dict:
+    """Stream ``audio`` in blocks: RTF and frame latency (max, mean) in seconds."""
+    grid, state = encoder.grid, encoder.create_state()
+    emitted, latencies, wall, cpu = 0, [], 0.0, 0.0
+    for pos in range(0, len(audio), block):
+        with Clock() as clock:
+            frames = state.push(audio[pos:pos + block])
+        wall, cpu = wall + clock.wall, cpu + clock.cpu
+        received = min(pos + block, len(audio))
+        for j in range(emitted, emitted + len(frames)):
+            frame_end = j * grid.hop + grid.length - grid.pad
+            latencies.append((received - frame_end) / grid.sample_rate + clock.wall)
+        emitted += len(frames)
+    with Clock() as clock:
+        state.flush()
+    seconds = len(audio) / grid.sample_rate
+    return {"rtf": (wall + clock.wall) / seconds, "cpu_rtf": (cpu + clock.cpu) / seconds,
+            "latency_max": float(np.max(latencies)), "latency_mean": float(np.mean(latencies))}
+
+
+def measure_naive(encoder, audio: np.ndarray) -> dict:
+    """RTF of re-encoding 2 s windows every 1 s from raw audio."""
+    rate = encoder.grid.sample_rate
+    window, hop = int(NAIVE_WINDOW_S * rate), int(NAIVE_HOP_S * rate)
+    with Clock() as clock:
+        for pos in range(0, len(audio) - window + 1, hop):
+            encoder.encode(audio[pos:pos + window])
+    return {"rtf": clock.wall / (len(audio) / rate), "cpu_rtf": clock.cpu / (len(audio) / rate)}
+
+
+def measure_pipeline(encoder, audio: np.ndarray, block: int) -> dict | None:
+    """RTF of the Spotter (encoder + matcher + detector) on ``audio``; None if unavailable."""
+    try:
+        import soundfile
+
+        from kwsstream.enroll import enroll
+        from kwsstream.spotter import Spotter
+    except ImportError:
+        return None
+    rate = encoder.grid.sample_rate
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "example.wav"
+        soundfile.write(str(clip), audio[: 3 * rate], rate)
+        keyset = None
+        for start in (0.5, 1.0, 1.5):
+            keyset = enroll(keyset, encoder, "keyword", [clip], segment=(start, start + 0.6), threshold=0.1)
+    spotter = Spotter(keyset, encoder)
+    warm = spotter.create_stream("warm-up")  # compiles the numba kernels outside the timing
+    warm.feed(audio[:rate])
+    warm.flush()
+    stream = spotter.create_stream("bench")
+    with Clock() as clock:
+        for pos in range(0, len(audio), block):
+            stream.feed(audio[pos:pos + block])
+        stream.flush()
+    return {"rtf": clock.wall / (len(audio) / rate), "cpu_rtf": clock.cpu / (len(audio) / rate)}
+
+
+def _collect(runs: list[dict]) -> dict:
+    """Per key: median and minimum over runs."""
+    return {key: _stats([run[key] for run in runs]) for key in runs[0]}
+
+
+def measure_model(path: Path, threads: int, reps: int) -> dict:
+    """Everything about one model file (run in a fresh process for a meaningful peak RSS)."""
+    from export.verify import verification_audio
+    from kwsstream.encoders.onnx import OnnxEncoder
+
+    start = time.perf_counter()
+    encoder = OnnxEncoder(path, threads=threads, spin=False)
+    load = time.perf_counter() - start
+    rate = encoder.grid.sample_rate
+    utterance = verification_audio(ENCODE_SECONDS, seed=1)
+    stream_audio = verification_audio(STREAM_SECONDS, seed=2)
+    block = int(BLOCK_SECONDS * rate)
+    load_before = os.getloadavg()[0]
+    result = {
+        "model": path.name, "layer": encoder.layer, "precision": encoder.info.precision,
+        "size_mb": path.stat().st_size / 1e6, "load_s": load, "threads": threads,
+    }
+    measure_encode(encoder, utterance)  # warm-up: first-run allocations
+    result["encode"] = _collect([measure_encode(encoder, utterance) for _ in range(reps)])
+    result["naive"] = _collect([measure_naive(encoder, stream_audio) for _ in range(reps)])
+    result["stream"] = _collect([measure_stream(encoder, stream_audio, block) for _ in range(reps)])
+    pipeline = [measure_pipeline(encoder, stream_audio, block) for _ in range(reps)]
+    result["pipeline"] = None if pipeline[0] is None else _collect(pipeline)
+    result["load_average"] = [load_before, os.getloadavg()[0]]
+    plan = encoder.plan
+    result["geometry"] = f"window {plan.window}, hop {plan.hop}, lookahead {plan.lookahead} frames"
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` (Linux) starts afresh at exec; ``ru_maxrss``
+    would carry the parent's peak into a child started by fork + exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def export_models(checkpoint: str, layers: list[int], workdir: Path) -> list[Path]:
+    """fp32 and int8 exports of ``checkpoint`` at each layer (reusing files already there)."""
+    from export.quantize import quantize_int8
+    from export.wav2vec2 import export_graph, load_model
+
+    model, paths = None, []
+    for layer in layers:
+        fp32, int8 = workdir / f"L{layer}-fp32.onnx", workdir / f"L{layer}-int8.onnx"
+        if not fp32.is_file():
+            model = model or load_model(checkpoint)
+            print(f"exporting layer {layer} ...", file=sys.stderr, flush=True)
+            export_graph(model, fp32, [layer], checkpoint)
+        if not int8.is_file():
+            quantize_int8(fp32, int8)
+        paths += [fp32, int8]
+    return paths
+
+
+def table(rows: list[dict]) -> str:
+    """The results as a Markdown table: wall-clock RTF median (min) and CPU RTF median."""
+    def cell(stage: dict | None) -> str:
+        if stage is None:
+            return "n/a"
+        return f"{stage['rtf']['median']:.3f} ({stage['rtf']['min']:.3f}) / {stage['cpu_rtf']['median']:.3f}"
+
+    lines = ["| L | precision | size MB | encode | naive 2s/1s | stream | pipeline "
+             "| latency max / mean s | peak RSS MB | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        st = r["stream"]
+        lines.append(f"| {r['layer']} | {r['precision']} | {r['size_mb']:.0f} | {cell(r['encode'])} "
+                     f"| {cell(r['naive'])} | {cell(st)} | {cell(r['pipeline'])} "
+                     f"| {st['latency_max']['min']:.2f} / {st['latency_mean']['min']:.2f} | {r['peak_rss_mb']:.0f} "
+                     f"| {r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench.encoder_speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="wav2vec2 folder or hub id (default: random XLSR-53 weights)")
+    parser.add_argument("--layers", type=int, nargs="+", default=list(DEFAULT_LAYERS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--keep", action="store_true", help="keep the exported models and checkpoint")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # child mode: one model
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure_model(args.measure, args.threads, args.reps)))
+        return 0
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from .encoder_models import XLSR53_CONFIG, save_random_model
+
+        folder = args.workdir / "xlsr53-random"
+        if not (folder / "config.json").is_file():
+            save_random_model(XLSR53_CONFIG, folder)
+        checkpoint = str(folder)
+    print(f"# machine: {machine()}", flush=True)
+    rows = []
+    try:
+        for path in export_models(checkpoint, args.layers, args.workdir):
+            child = subprocess.run([sys.executable, "-m", "eval.bench.encoder_speed", "--measure", str(path),
+                                    "--threads", str(args.threads), "--reps", str(args.reps)],
+                                   capture_output=True, text=True, check=True)
+            rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+    print(f"\n# machine: {machine()}\n# threads {args.threads}, stream {rows[0]['geometry'] if rows else ''}"
+          "\n# cells: wall-clock RTF median (min) / CPU-seconds per audio second (all threads), median\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""The encode stage: every recording of a protocol through the runtime's own encoder, once, all
+layers at a time, cached on disk per layer.
+
+Representations (the ``representation`` column of ``results.csv``):
+
+================  ========================================================================
+``word``          the query segment's audio encoded alone (word-level), any layer
+``contextual``    the query's whole sentence encoded, the segment's frames kept, any layer
+``mfcc``          MFCC-13 (the runtime's, causal CMN included), query segment encoded alone
+``mfcc-contextual``  MFCC-13, query frames cut from the whole sentence's encoding
+================  ========================================================================
+
+Searched sentences are always encoded whole. A contextual query's frames are those of its
+sentence whose centres lie in the aligned segment (:func:`segment_frames`, the rule of
+``kwsstream enroll --segment``), so the contextual queries need no encoding of their own.
+
+Cache layout (``CACHE`` is ``RESULTS_DIR/cache`` unless ``--cache`` says otherwise)::
+
+    CACHE/encodings/<encoder key>/L<layer:02d>/<item key>.npy    (frames, dim) float16
+
+one file per recording and layer, so a layer is read without touching the others. Values beyond
+float16's range (rogue dimensions can grow large) are stored as float32 for that file. The
+encoder key names the encoder's identity (ONNX: model name and sha256), the item key the
+recording (``<utt>`` for a whole clip, ``<utt>@<start ms>-<end ms>`` for a segment). An item is
+done when its last layer's file exists (files are written layer by layer, each atomically), so
+an interrupted run resumes where it stopped. Encoding runs in ``workers`` spawned processes fed
+one recording at a time: memory is bounded by one recording per worker whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kwsstream.encoders import load_encoder
+from kwsstream.encoders.base import SAMPLE_RATE, FrameGrid
+from kwsstream.errors import EncoderError, KwsError
+
+log = logging.getLogger(__name__)
+
+WORD, CONTEXTUAL = "word", "contextual"
+MFCC, MFCC_CONTEXTUAL = "mfcc", "mfcc-contextual"
+ENCODINGS_DIR = "encodings"
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
+
+
+class CacheError(KwsError):
+    """A cached encoding that cannot be read or is missing (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How the encode stage runs.
+
+    Attributes:
+        workers: encoding processes (0: one per physical core for ONNX models, 1 for MFCC).
+        threads: onnxruntime threads per worker (``None``: physical cores / workers).
+    """
+
+    workers: int = 0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One recording to encode: the whole clip (``start`` is ``None``) or a segment of it."""
+
+    key: str
+    path: str
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the stages need to know about an encoder without holding it."""
+
+    spec: str
+    key: str
+    name: str
+    layers: tuple[int, ...]
+    dim: int
+    grid: FrameGrid
+    onnx: bool
+
+
+def describe_encoder(spec: str) -> EncoderInfo:
+    """Open the encoder once to read its identity, layers, width and frame grid.
+
+    Raises:
+        EncoderError: an unknown spec or an unusable model (from the runtime's loader).
+    """
+    encoder = load_encoder(spec, threads=1)
+    info = getattr(encoder, "info", None)
+    layers = tuple(info.layers) if info is not None else (0,)
+    identity = json.dumps(encoder.identity | {"path": None}, sort_keys=True)
+    digest = getattr(encoder, "sha256", None) or hashlib.sha256(identity.encode()).hexdigest()
+    name = encoder.name if info is None else f"{info.source_model.rstrip('/').split('/')[-1]}-{info.precision}"
+    key = f"{_UNSAFE.sub('_', name)}-{digest[:12]}"
+    return EncoderInfo(str(spec), key, name, layers, int(encoder.dim), encoder.grid, info is not None)
+
+
+def sentence_item(utt_id: str, path: str) -> Item:
+    """The item of a whole clip."""
+    return Item(_UNSAFE.sub("_", utt_id), str(path))
+
+
+def segment_item(utt_id: str, path: str, start: float, end: float) -> Item:
+    """The item of a segment (seconds) of a clip."""
+    return Item(f"{_UNSAFE.sub('_', utt_id)}@{round(start * 1000)}-{round(end * 1000)}", str(path), start, end)
+
+
+def segment_frames(grid: FrameGrid, n_frames: int, start: float, end: float) -> tuple[int, int]:
+    """``(first, stop)`` frames of an utterance whose centres lie in ``[start, end]`` seconds (the
+    rule of ``kwsstream.enroll.make_template``); the frame nearest the segment's middle if none.
+    """
+    centres = grid.centre(np.arange(n_frames))
+    keep = np.flatnonzero((centres >= start) & (centres <= end))
+    if len(keep) == 0:
+        middle = min(max(grid.frame_at((start + end) / 2), 0), max(n_frames - 1, 0))
+        return middle, middle + 1
+    return int(keep[0]), int(keep[-1]) + 1
+
+
+class FeatureCache:
+    """Per-layer encodings of one encoder under ``root/encodings/<encoder key>/``."""
+
+    def __init__(self, root: Path, encoder: EncoderInfo):
+        self.folder = Path(root) / ENCODINGS_DIR / encoder.key
+        self.encoder = encoder
+
+    def path(self, layer: int, key: str) -> Path:
+        return self.folder / f"L{layer:02d}" / f"{key}.npy"
+
+    def done(self, key: str) -> bool:
+        """Whether every layer of item ``key`` is on disk (the last is written last)."""
+        return self.path(self.encoder.layers[-1], key).is_file()
+
+    def write(self, key: str, layers: dict[int, np.ndarray]) -> None:
+        """Store one item's frames, layer by layer, each file atomically."""
+        for layer in self.encoder.layers:
+            frames = np.asarray(layers[layer])
+            peak = float(np.abs(frames).max()) if frames.size else 0.0
+            data = frames.astype(np.float16 if peak <= FLOAT16_MAX else np.float32)
+            path = self.path(layer, key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, data)
+            tmp.replace(path)
+
+    def load(self, layer: int, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All frames of ``keys`` at ``layer`` as one float32 array ``(total, dim)`` and the
+        ``(len(keys) + 1,)`` offsets of each item's rows.
+
+        Raises:
+            CacheError: a missing or unreadable file.
+        """
+        counts = np.zeros(len(keys), np.int64)
+        for i, key in enumerate(keys):
+            counts[i] = self._open(layer, key, mmap=True).shape[0]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        out = np.empty((int(offsets[-1]), self.encoder.dim), np.float32)
+        for i, key in enumerate(keys):
+            out[offsets[i]:offsets[i + 1]] = self._open(layer, key, mmap=False)
+        return out, offsets
+
+    def _open(self, layer: int, key: str, mmap: bool) -> np.ndarray:
+        path = self.path(layer, key)
+        try:
+            data = np.load(path, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError) as error:
+            raise CacheError(f"{path}: cannot read cached encoding ({error}); delete it to re-encode") from error
+        if data.ndim != 2 or data.shape[1] != self.encoder.dim:
+            raise CacheError(f"{path}: cached shape {data.shape} is not (frames, {self.encoder.dim})")
+        return data
+
+
+# -- the encode stage ------------------------------------------------------------------------------
+
+_WORKER: dict = {}
+"""Per-process state of an encoding worker (its encoder and cache), set by :func:`_init_worker`."""
+
+
+def _init_worker(spec: str, threads: int, cache_root: str, info: EncoderInfo) -> None:
+    _WORKER["encoder"] = load_encoder(spec, threads=threads)
+    _WORKER["cache"] = FeatureCache(Path(cache_root), info)
+
+
+def _encode_item(item: Item) -> tuple[str, float]:
+    """Encode one item at every layer and cache it; returns its key and audio seconds."""
+    from kwsstream.audio import load_audio
+
+    encoder, cache = _WORKER["encoder"], _WORKER["cache"]
+    audio = load_audio(item.path)
+    if item.start is not None:
+        lo, hi = round(item.start * SAMPLE_RATE), round(item.end * SAMPLE_RATE)
+        audio = audio[max(lo, 0):hi]
+        if hi - lo < encoder.grid.length or len(audio) < hi - lo:
+            raise EncoderError(f"{item.path}: segment {item.start:.3f}-{item.end:.3f} s is too short or "
+                               f"beyond the clip ({len(audio) / SAMPLE_RATE:.3f} s)")
+    layers = cache.encoder.layers
+    if hasattr(encoder, "encode_layers"):
+        frames = encoder.encode_layers(audio, layers)
+    else:
+        frames = {layers[0]: encoder.encode(audio)}
+    if len(frames[layers[0]]) == 0:
+        raise EncoderError(f"{item.path}: no frames ({len(audio) / SAMPLE_RATE:.3f} s of audio)")
+    cache.write(item.key, frames)
+    return item.key, len(audio) / SAMPLE_RATE
+
+
+def encode_items(items: Iterable[Item], info: EncoderInfo, cache_root: Path,
+                 options: EncodeOptions = EncodeOptions(), progress: bool = True) -> dict[str, float]:
+    """Encode the items not cached yet; returns ``{"items", "encoded", "audio_seconds"}``.
+
+    Workers are spawned processes, each with its own encoder session, fed one item at a time
+    (``imap_unordered``): the parent holds only keys, so memory does not grow with the corpus.
+    """
+    from tqdm import tqdm
+
+    from kwsstream.onnxsession import physical_cores
+
+    cache = FeatureCache(cache_root, info)
+    unique = {item.key: item for item in items}
+    todo = [item for item in unique.values() if not cache.done(item.key)]
+    stats = {"items": float(len(unique)), "encoded": float(len(todo)), "audio_seconds": 0.0}
+    if not todo:
+        return stats
+    cores = physical_cores()
+    workers = options.workers or (cores if info.onnx else 1)
+    workers = max(1, min(workers, len(todo)))
+    threads = options.threads or max(1, cores // workers)
+    bar = tqdm(total=len(todo), desc=f"encode {info.name}", unit="rec", disable=not progress or None)
+    if workers == 1:
+        _init_worker(info.spec, threads, str(cache_root), info)
+        try:
+            for item in todo:
+                stats["audio_seconds"] += _encode_item(item)[1]
+                bar.update()
+        finally:
+            _WORKER.clear()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, _init_worker, (info.spec, threads, str(cache_root), info)) as pool:
+            for _, seconds in pool.imap_unordered(_encode_item, todo, chunksize=1):
+                stats["audio_seconds"] += seconds
+                bar.update()
+    bar.close()
+    return stats

@@ -1,0 +1,108 @@
+"""Shared helpers for the export and ONNX-encoder tests (imported explicitly, not a conftest).
+
+Tiny randomly initialised wav2vec2 checkpoints are built from a config and saved to a temporary
+folder - the same local-folder path a real checkpoint takes - and exported through the real CLI
+(``export.__main__.main``, in process to pay torch's import once). Exports are cached in the
+pytest session's base temporary folder, so both test files share them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `export/` is a folder of the repository, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+TINY_XLSR = dict(
+    hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+    conv_dim=(32,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+    conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+)
+"""XLSR-53's architecture in miniature: layer-norm conv front end, stable (pre) LayerNorm."""
+TINY_BASE = dict(TINY_XLSR, conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False)
+"""wav2vec2-base's family in miniature: group-norm conv front end, post-LayerNorm blocks."""
+SEED = 0
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """Exit status and captured output of one CLI run."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+def make_checkpoint(folder: Path, config: dict, seed: int = SEED) -> Path:
+    """Save a seeded random ``Wav2Vec2Model`` with ``config`` to ``folder`` (once)."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    Wav2Vec2Model(Wav2Vec2Config(**config)).save_pretrained(str(folder))
+    return folder
+
+
+def run_export(*argv: str) -> CliResult:
+    """Run ``python -m export ARGV`` in this process; capture its exit status and output."""
+    from export.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in argv])
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    """Checkpoints and exports shared by the tests."""
+
+    xlsr: Path
+    base: Path
+    l2: Path
+    l4: Path
+    l2_int8: Path
+    all3: Path
+    base_l2: Path
+
+
+def tiny_models(base_temp: Path) -> TinyModels:
+    """Build (or reuse from this pytest session) the tiny checkpoints and their exports."""
+    root = base_temp / "kws-export-models"
+    root.mkdir(exist_ok=True)
+    xlsr = make_checkpoint(root / "tiny-xlsr", TINY_XLSR)
+    base = make_checkpoint(root / "tiny-base", TINY_BASE)
+    models = TinyModels(xlsr, base, root / "xlsr-L2.onnx", root / "xlsr-L4.onnx",
+                        root / "xlsr-L2-int8.onnx", root / "xlsr-L3-all.onnx", root / "base-L2.onnx")
+    jobs = [(xlsr, models.l2, ["--layer", "2"]), (xlsr, models.l4, ["--layer", "4"]),
+            (xlsr, models.l2_int8, ["--layer", "2", "--quantize", "int8"]),
+            (xlsr, models.all3, ["--layer", "3", "--all-layers"]),
+            (base, models.base_l2, ["--layer", "2"])]
+    for source, path, options in jobs:
+        if not path.is_file():
+            result = run_export(source, *options, "--out", path)
+            if result.code != 0:
+                raise RuntimeError(f"export of {path.name} failed: {result.stderr}")
+    return models
+
+
+def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Deterministic speech-like audio (the exporter's verification signal)."""
+    from export.verify import verification_audio
+
+    return verification_audio(seconds, seed)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame cosine of two ``(frames, dim)`` arrays."""
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)

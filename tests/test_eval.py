@@ -1,0 +1,240 @@
+"""The offline benchmark (python -m eval run): metrics worked by hand, the ranking against the
+runtime's own distance + S-DTW functions, the protocol's rules, anisotropy, the cache, and the
+whole ``--quick`` chain on a small synthetic corpus with a tiny random wav2vec2 exported through
+``python -m export --all-layers``."""
+
+from __future__ import annotations
+
+import csv
+import ctypes.util
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval.anisotropy import anisotropy, sample_pairs
+from eval.metrics import precision_recall
+from eval.rank import RankOptions, corpus_stats, rank_queries
+from eval.representations import FeatureCache, describe_encoder, segment_frames
+from kwsstream.encoders.base import FrameGrid
+from kwsstream.matcher import cosine_distances
+from kwsstream.sdtw import best_match
+
+FORTUNES = Path("/usr/share/games/fortunes/es")
+SENTENCES = 100
+SEED = 5
+TINY_LAYERS = 3
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+def test_metrics_against_a_hand_worked_ranking():
+    # keyword 0: queries 0 and 1, relevant sentences {0, 1}; keyword 1: query 2, relevant {2}
+    relevant = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]], bool)
+    scores = np.array([[0.1, 0.5, 0.3, 0.9],    # ranking 0 2 1 3: hits 1 1 2
+                       [0.4, 0.2, 0.2, 0.1],    # ranking 3 1 2 0 (tie: corpus order): hits 0 1 1
+                       [0.3, 0.3, 0.3, 0.3]])   # all tied, ranking 0 1 2 3: hits 0 0 1
+    result = precision_recall(scores, relevant, np.array([0, 0, 1]))
+    assert result.ks == (1, 2, 3)  # K > 4 sentences is not reported
+    # P@K: keyword 0 averages its two queries, then the two keywords are averaged
+    np.testing.assert_allclose(result.precision, [(0.5 + 0) / 2, (0.5 + 0) / 2, (0.5 + 1 / 3) / 2])
+    np.testing.assert_allclose(result.recall, [(0.25 + 0) / 2, (0.5 + 0) / 2, (0.75 + 1) / 2])
+
+
+def test_metrics_refuse_queries_without_relevant_sentences():
+    from kwsstream.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"queries \[1\]"):
+        precision_recall(np.zeros((2, 3)), np.array([[1, 0, 0], [0, 0, 0]], bool), np.array([0, 1]))
+
+
+# -- ranking --------------------------------------------------------------------------------------
+
+def _reference(queries, q_off, sentences, s_off):
+    return np.array([[best_match(cosine_distances(queries[q_off[i]:q_off[i + 1]], sentences[s_off[j]:s_off[j + 1]]))[0]
+                      for j in range(len(s_off) - 1)] for i in range(len(q_off) - 1)])
+
+
+@pytest.mark.parametrize("block_bytes", [4 * 40 * 150, 1 << 26])
+def test_ranking_equals_the_runtime_distance_and_sdtw(block_bytes):
+    rng = np.random.default_rng(0)
+    dim = 24
+    offset = rng.standard_normal(dim).astype(np.float32) * 3  # anisotropic: a large common mean
+    scale = rng.uniform(0.3, 3, dim).astype(np.float32)
+    s_off = np.concatenate([[0], np.cumsum(rng.integers(15, 50, 20))]).astype(np.int64)
+    q_off = np.concatenate([[0], np.cumsum(rng.integers(3, 12, 6))]).astype(np.int64)
+    sentences = ((rng.standard_normal((s_off[-1], dim)) + offset) * scale).astype(np.float32)
+    queries = ((rng.standard_normal((q_off[-1], dim)) + offset) * scale).astype(np.float32)
+    sentences[7] = 0  # an all-zero frame (digital silence): distance 1, as in the runtime
+    queries[4] = 0
+    context = sentences[s_off[2]:s_off[3]][5:14]  # a contextual query cut from sentence 2
+    stats = corpus_stats(sentences)
+    got = rank_queries([(queries, q_off), (context, np.array([0, 9]))], sentences, s_off, stats,
+                       RankOptions(block_bytes=block_bytes))
+    transforms = {"none": lambda x: x, "center": lambda x: x - stats.mean,
+                  "zscore": lambda x: (x - stats.mean) / stats.std}
+    for norm, f in transforms.items():
+        np.testing.assert_allclose(got[0][norm], _reference(f(queries), q_off, f(sentences), s_off), atol=2e-5)
+        np.testing.assert_allclose(got[1][norm], _reference(f(context), [0, 9], f(sentences), s_off), atol=2e-5)
+        assert got[1][norm][0].argmin() == 2 and abs(got[1][norm][0, 2]) < 1e-5  # its own sentence, cost 0
+
+
+# -- anisotropy, cache, segments -------------------------------------------------------------------
+
+def test_anisotropy_finds_the_rogue_dimension():
+    rng = np.random.default_rng(1)
+    offsets = np.arange(0, 2001, 100)
+    isotropic = rng.standard_normal((2000, 16)).astype(np.float32)
+    first, second = sample_pairs(offsets, 5000, rng)
+    recording = np.searchsorted(offsets, np.arange(2000), side="right") - 1
+    assert not np.any(recording[first] == recording[second])
+    assert abs(anisotropy(isotropic, first, second).mean_cosine) < 0.05
+    rogue = isotropic.copy()
+    rogue[:, 5] += 20.0  # one dimension with a large common value dominates every cosine
+    result = anisotropy(rogue, first, second)
+    assert result.mean_cosine > 0.9 and result.top[0][0] == 5 and result.top[0][1] > 0.9
+    centred = anisotropy(rogue, first, second, corpus_stats(rogue), "center")
+    assert abs(centred.mean_cosine) < 0.05
+
+
+def test_cache_keeps_values_beyond_float16(tmp_path):
+    info = describe_encoder("mfcc")
+    cache = FeatureCache(tmp_path, info)
+    small = np.full((3, info.dim), 0.5, np.float32)
+    huge = np.full((2, info.dim), 1e6, np.float32)
+    cache.write("a", {0: small})
+    cache.write("b", {0: huge})
+    assert cache.done("a") and not cache.done("c")
+    assert np.load(cache.path(0, "a")).dtype == np.float16 and np.load(cache.path(0, "b")).dtype == np.float32
+    frames, offsets = cache.load(0, ["a", "b"])
+    assert offsets.tolist() == [0, 3, 5] and frames[3, 0] == 1e6 and frames[0, 0] == 0.5
+
+
+def test_segment_frames_follow_the_enrollment_rule():
+    grid = FrameGrid(hop=320, length=400)  # wav2vec2: centres at 12.5 ms + 20 ms j
+    first, stop = segment_frames(grid, 100, 0.5, 0.7)
+    centres = grid.centre(np.arange(100))
+    assert centres[first] >= 0.5 > centres[first - 1] and centres[stop - 1] <= 0.7 < centres[stop]
+    assert segment_frames(grid, 100, 0.50, 0.505) == (grid.frame_at(0.5025), grid.frame_at(0.5025) + 1)
+
+
+# -- the whole chain -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    if not ctypes.util.find_library("espeak-ng") or not FORTUNES.is_dir():
+        pytest.skip("needs libespeak-ng and fortunes-es")
+    from eval.__main__ import main
+
+    out = tmp_path_factory.mktemp("eval-corpus")
+    assert main(["synth", "--out", str(out), "--sentences", str(SENTENCES), "--seed", str(SEED)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random XLSR-like wav2vec2, all layers 0..3, exported by ``python -m export`` (the
+    same file and options as tests/export_helpers.tiny_models, so a session shares it)."""
+    if not all(importlib.util.find_spec(m) for m in ("torch", "transformers", "onnx")):
+        pytest.skip("the export extra (torch, transformers, onnx) is not installed")
+    from export_helpers import TINY_XLSR, make_checkpoint, run_export
+
+    root = tmp_path_factory.getbasetemp() / "kws-export-models"
+    root.mkdir(exist_ok=True)
+    path = root / f"xlsr-L{TINY_LAYERS}-all.onnx"
+    if not path.is_file():
+        checkpoint = make_checkpoint(root / "tiny-xlsr", TINY_XLSR)
+        result = run_export(checkpoint, "--layer", TINY_LAYERS, "--all-layers", "--out", path)
+        assert result.code == 0, result.stderr
+    return path
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _run(corpus: Path, encoder: Path | str, out: Path) -> int:
+    from eval.__main__ import main
+
+    return main(["run", "--corpus", str(corpus), "--encoder", str(encoder), "--out", str(out), "--quick", "--no-progress"])
+
+
+def test_quick_chain_with_an_all_layers_model(corpus_dir, tiny_model, tmp_path):
+    out = tmp_path / "results"
+    assert _run(corpus_dir, tiny_model, out) == 0
+    protocol = json.loads((out / "protocol.json").read_text(encoding="utf-8"))
+    n_sentences = len(protocol["sentences"])
+    assert len(protocol["targets"]) == 3 and len(protocol["queries"]) == 15 and n_sentences == 35
+    rows = _rows(out / "results.csv")
+    assert list(rows[0]) == ["representation", "layer", "normalization", "k", "precision", "recall"]
+    ks = [k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= n_sentences]
+    combos = {(r["representation"], int(r["layer"]), r["normalization"]) for r in rows}
+    expected = {(rep, layer, norm) for rep in ("word", "contextual") for layer in range(TINY_LAYERS + 1)
+                for norm in ("none", "center", "zscore")} | {("mfcc", 0, n) for n in ("none", "center", "zscore")}
+    assert combos == expected and len(rows) == len(expected) * len(ks)
+    for combo in combos:
+        mine = sorted((int(r["k"]), float(r["precision"]), float(r["recall"])) for r in rows
+                      if (r["representation"], int(r["layer"]), r["normalization"]) == combo)
+        assert [k for k, _, _ in mine] == ks
+        assert all(0 <= p <= 1 and 0 <= r <= 1 for _, p, r in mine)
+        assert all(a[2] <= b[2] + 1e-12 for a, b in itertools.pairwise(mine)), f"recall decreases in K for {combo}"
+        if combo[0] == "contextual":  # the query's own sentence is searched: it comes first
+            assert mine[0][1] == 1.0, combo
+    aniso = _rows(out / "anisotropy.csv")
+    assert len(aniso) == 3 * (TINY_LAYERS + 2) and all(-1 <= float(a["mean_cosine"]) <= 1 for a in aniso)
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "P@K and R@K" in summary and "contextual (layer" in summary
+    for name in ("retrieval_by_layer.png", "anisotropy_by_layer.png"):
+        assert (out / name).stat().st_size > 1000
+    # a rerun resumes from the cache: nothing is encoded or scored again
+    cached = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.npy")}
+    assert _run(corpus_dir, tiny_model, out) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.npy")} == cached
+    assert _rows(out / "results.csv") == rows
+
+
+def test_quick_chain_with_mfcc(corpus_dir, tmp_path):
+    out = tmp_path / "mfcc"
+    assert _run(corpus_dir, "mfcc", out) == 0
+    rows = _rows(out / "results.csv")
+    assert {r["representation"] for r in rows} == {"mfcc", "mfcc-contextual"}
+    assert all(float(r["precision"]) == 1.0 for r in rows if r["representation"] == "mfcc-contextual" and r["k"] == "1")
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    from eval.__main__ import main
+
+    assert main(["run", "--corpus", str(tmp_path / "missing"), "--encoder", "mfcc", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tmp_path / "missing") in err
+
+
+def test_protocol_rules(corpus_dir):
+    from eval.corpus import read_corpus
+    from eval.protocol import ProtocolError, ProtocolOptions, make_protocol
+    from eval.textnorm import normalize_text
+
+    corpus = read_corpus(corpus_dir)
+    options = ProtocolOptions(targets=3, queries_per_target=6, negatives=40, seed=2)
+    protocol = make_protocol(corpus, options)
+    assert protocol == make_protocol(corpus, options)  # seeded
+    targets = set(protocol.targets)
+    texts = [normalize_text(s.text) for s in protocol.sentences]
+    assert len(set(texts)) == len(texts)  # distinct sentences
+    for q in protocol.queries:
+        words = texts[q.sentence].split()
+        assert words.count(q.word) == 1 and sum(words.count(t) for t in targets) == 1 and q.end > q.start
+    queried = {q.sentence for q in protocol.queries}
+    assert len(queried) == len(protocol.queries) == 18
+    for i, text in enumerate(texts):
+        if i not in queried:
+            assert not targets & set(text.split()) and len(text.split()) >= 4
+    relevant = protocol.relevance()
+    assert all(relevant[i, q.sentence] for i, q in enumerate(protocol.queries))
+    assert (relevant.sum(axis=1) == 6).all()
+    with pytest.raises(ProtocolError, match="negative sentences"):
+        make_protocol(corpus, ProtocolOptions(targets=3, negatives=10_000))
