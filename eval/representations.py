@@ -205,7 +205,7 @@ def _encode_item(item: Item) -> tuple[str, float]:
     if item.start is not None:
         lo, hi = round(item.start * SAMPLE_RATE), round(item.end * SAMPLE_RATE)
         audio = audio[max(lo, 0):hi]
-        if hi - lo < encoder.grid.length or len(audio) < hi - lo:
+        if encoder.grid.n_frames(hi - lo) == 0 or len(audio) < hi - lo:
             raise EncoderError(f"{item.path}: segment {item.start:.3f}-{item.end:.3f} s is too short or "
                                f"beyond the clip ({len(audio) / SAMPLE_RATE:.3f} s)")
     layers = cache.encoder.layers
