@@ -68,8 +68,3 @@ class WindowFramer:
             self._lo += drop
             self._buf_start += drop
         return out
-
-    def pending(self) -> np.ndarray:
-        """Samples received but not yet inside an emitted window that starts at or after them."""
-        start = self._lo + max(0, self.windows_emitted * self.hop - self._buf_start)
-        return self._buf[start : self._hi].copy()
