@@ -7,7 +7,8 @@
                             share2,dim3,share3`` (see :mod:`eval.anisotropy`)
 ``summary.md``              the study's tables: anisotropy per layer, P@K and R@K at each
                             representation's best layer, the normalisations compared, P@10 and
-                            R@10 per layer, the target words, the stage times
+                            R@10 per layer, which representation wins at which K (and each one's
+                            lead over MFCC), the target words, the stage times
 ``retrieval_by_layer.png``  P@10 and R@10 across layers, per representation and normalisation
 ``anisotropy_by_layer.png`` mean cosine of random frame pairs across layers
 ==========================  ==================================================================
@@ -29,6 +30,8 @@ ANISOTROPY_COLUMNS = ("encoder", "layer", "normalization", "mean_cosine", "pairs
 BEST_K = 10
 """The K that picks a representation's best layer and that the plots show."""
 REFERENCE_NORMALIZATION = "none"
+BASELINE = "mfcc"
+"""The representation every other one is compared with in "which wins where"."""
 PLOT_DPI = 120
 
 
@@ -105,6 +108,47 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
             *["| " + " | ".join(row) + " |" for row in body], ""]
 
 
+def wins_markdown(rows: Sequence[ResultRow], baseline: str = BASELINE) -> list[str]:
+    """"Which wins where": per K, the best representation by P@K and by R@K (each at its best
+    layer, no normalisation), and every other representation's lead over ``baseline`` in points;
+    then one sentence per representation saying at which K it beats the baseline. Empty when the
+    rows have no ``baseline`` or nothing else."""
+    best = best_layers(rows)
+    index = {(r.representation, r.k): r for r in rows
+             if r.normalization == REFERENCE_NORMALIZATION and r.layer == best.get(r.representation)}
+    reps = [rep for rep in dict.fromkeys(r.representation for r in rows) if rep != baseline]
+    ks = sorted({r.k for r in rows})
+    if baseline not in best or not reps:
+        return []
+
+    def lead(rep: str, k: int) -> tuple[float, float] | None:
+        here, base = index.get((rep, k)), index.get((baseline, k))
+        if here is None or base is None:
+            return None
+        return round(100 * (here.precision - base.precision), 6), round(100 * (here.recall - base.recall), 6)
+
+    def winner(k: int, attr: str) -> str:
+        cells = [(getattr(index[(rep, k)], attr), rep) for rep in [baseline, *reps] if (rep, k) in index]
+        top = max(value for value, _ in cells)
+        return " = ".join(rep for value, rep in cells if value == top) + f" ({top:.1%})"
+
+    out = [f"## Which wins where (each representation at its best layer, no normalisation; "
+           f"leads over {baseline} in points of P@K / R@K)", ""]
+    body = []
+    for k in ks:
+        cells = [lead(rep, k) for rep in reps]
+        body.append([str(k), winner(k, "precision"), winner(k, "recall")]
+                    + [f"{x[0]:+.1f} / {x[1]:+.1f}" if x else "" for x in cells])
+    out += _table(["K", "best P@K", "best R@K"] + [f"{rep} vs {baseline}" for rep in reps], body)
+    for rep in reps:
+        leads = {k: x[0] for k in ks if (x := lead(rep, k)) is not None}
+        parts = [f"{word} at K = {', '.join(str(k) for k in leads if test(leads[k]))}"
+                 for word, test in (("better", lambda d: d > 0), ("worse", lambda d: d < 0), ("level", lambda d: d == 0))
+                 if any(test(d) for d in leads.values())]
+        out.append(f"- {rep} (layer {best[rep]}) vs {baseline}, P@K: {'; '.join(parts)}.")
+    return out + [""]
+
+
 def summary_markdown(rows: Sequence[ResultRow], aniso: Sequence[AnisotropyRow], context: dict) -> str:
     """The study's tables as Markdown (``context``: title facts, targets, timings)."""
     index = {(r.representation, r.layer, r.normalization, r.k): r for r in rows}
@@ -151,6 +195,7 @@ def summary_markdown(rows: Sequence[ResultRow], aniso: Sequence[AnisotropyRow], 
                                 (index.get((rep, layer, REFERENCE_NORMALIZATION, k)) for rep in layered)]
                 for layer in layers]
         out += _table(["layer"] + layered, body)
+    out += wins_markdown(rows)
     if context.get("targets"):
         out += ["## Target words", "", ", ".join(context["targets"]), ""]
     if context.get("timings"):

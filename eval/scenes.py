@@ -1,7 +1,8 @@
 """Hard test streams with known keyword times, for tests, the demo and the benchmarks.
 
 A scene is a stream of Spanish sentences spoken by several eSpeak voices (each sentence with its
-own speed and pitch), separated by pauses, with additive noise at a chosen SNR. Keywords are put
+own speed and pitch), separated by pauses, with additive noise at a chosen SNR, optionally heard
+in a reverberant room (:func:`room_response`). Keywords are put
 *inside* carrier sentences — a filler sentence with the keyword inserted between two of its words,
 so it is coarticulated with its neighbours, or a short carrier phrase — and some sentences carry no
 keyword at all. The truth lists every time a keyword is spoken (also where a filler happens to
@@ -49,6 +50,11 @@ BABBLE_TALKERS = 3
 """Overlapping babble talkers."""
 PEAK = 0.95
 """The mix is scaled down if its peak exceeds this (the SNR is unchanged)."""
+ROOM_DRR_DB = 0.0
+"""Direct-to-reverberant energy ratio of :func:`room_response`: 0 dB is a talker about a metre
+from the microphone in a living room (its critical distance, where both are equal, is ~0.5-1 m)."""
+ROOM_PREDELAY_S = 0.002
+"""Gap between the direct sound and the diffuse tail."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Scene:
         segments: the sentences spoken, in time order, with their voices.
         noise_snr_db: the speech-to-noise ratio of the mix (``None``: clean).
         seed: the seed it was built with.
+        room_rt60: reverberation time of the room the mix was heard in (``None``: dry).
     """
 
     audio: np.ndarray
@@ -89,6 +96,7 @@ class Scene:
     segments: tuple[Segment, ...]
     noise_snr_db: float | None
     seed: int
+    room_rt60: float | None = None
 
     @property
     def duration(self) -> float:
@@ -98,7 +106,7 @@ class Scene:
 
 def build_scene(keywords: list[str], fillers: list[str] | None, voices: list[Voice], *,
                 occurrences_per_keyword: int = 2, noise_snr_db: float | None = 15,
-                babble_voices: list[Voice] | None = None, seed: int,
+                babble_voices: list[Voice] | None = None, room_rt60: float | None = None, seed: int,
                 workers: int = 2) -> Scene:
     """Build a scene (see the module docstring).
 
@@ -112,6 +120,9 @@ def build_scene(keywords: list[str], fillers: list[str] | None, voices: list[Voi
             ``None`` for a clean stream.
         babble_voices: if given, most of the noise is babble: other sentences spoken by these
             voices, :data:`BABBLE_TALKERS` at a time; the rest is pink noise.
+        room_rt60: if given, the whole mix (speech and noise) is heard in a room with this
+            reverberation time in seconds (:func:`room_response`); keyword times are those of the
+            direct sound. ``None``: dry, as before.
         seed: makes the scene reproducible.
         workers: synthesis processes.
     """
@@ -126,27 +137,28 @@ def build_scene(keywords: list[str], fillers: list[str] | None, voices: list[Voi
     picks = rng.choice(len(pool), n_distractors, replace=n_distractors > len(pool))
     texts += [pool[i] for i in picks]
     texts = [texts[i] for i in rng.permutation(len(texts))]
-    return _render(texts, keywords, voices, pool, noise_snr_db, babble_voices, rng, seed, workers)
+    return _render(texts, keywords, voices, pool, noise_snr_db, babble_voices, room_rt60, rng, seed, workers)
 
 
 def script_scene(sentences: list[str], keywords: list[str], voices: list[Voice], *,
                  noise_snr_db: float | None = 15, babble_voices: list[Voice] | None = None,
-                 seed: int, workers: int = 2) -> Scene:
+                 room_rt60: float | None = None, seed: int, workers: int = 2) -> Scene:
     """A scene of the given sentences, spoken in this order (voices in turn, with the same speed
-    and pitch spread, pauses and noise as :func:`build_scene`); the truth lists every keyword
+    and pitch spread, pauses, noise and room as :func:`build_scene`); the truth lists every keyword
     the sentences contain. Babble, if asked, is made of these same sentences."""
     _check(keywords, voices, 1)
     if not sentences:
         raise UsageError("a scripted scene needs at least one sentence")
     rng = np.random.default_rng(seed)
     return _render(list(sentences), keywords, voices, list(sentences), noise_snr_db,
-                   babble_voices, rng, seed, workers)
+                   babble_voices, room_rt60, rng, seed, workers)
 
 
 def _render(texts: list[str], keywords: list[str], voices: list[Voice], pool: list[str],
-            noise_snr_db: float | None, babble_voices: list[Voice] | None,
+            noise_snr_db: float | None, babble_voices: list[Voice] | None, room_rt60: float | None,
             rng: np.random.Generator, seed: int, workers: int) -> Scene:
-    """Speak ``texts`` in order, lay them out with pauses, add the noise, find the keywords."""
+    """Speak ``texts`` in order, lay them out with pauses, add the noise, reverberate, find the
+    keywords."""
     targets = [tuple(normalize_text(k).split()) for k in keywords]
     spoken = [(text, _spread(voices[i % len(voices)], rng)) for i, text in enumerate(texts)]
     babble = []
@@ -162,10 +174,37 @@ def _render(texts: list[str], keywords: list[str], voices: list[Voice], pool: li
         active = np.concatenate([speech[_span(s.start, s.end)] for s in segments])
         gain = np.sqrt(np.mean(active ** 2) / np.mean(noise ** 2) / 10 ** (noise_snr_db / 10))
         audio = speech + gain * noise
+    if room_rt60 is not None:  # its own generator: dry scenes stay what they were
+        audio = reverberate(audio, room_response(room_rt60, np.random.default_rng([seed, 1])))
     peak = float(np.abs(audio).max())
     audio = (audio * (PEAK / peak if peak > PEAK else 1.0)).astype(np.float32)
     audio.flags.writeable = False
-    return Scene(audio, SAMPLE_RATE, truth, segments, noise_snr_db, seed)
+    return Scene(audio, SAMPLE_RATE, truth, segments, noise_snr_db, seed, room_rt60)
+
+
+def room_response(rt60: float, rng: np.random.Generator, *, drr_db: float = ROOM_DRR_DB,
+                  sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A synthetic room impulse response (Polack's statistical model): the direct sound at lag 0,
+    then, after :data:`ROOM_PREDELAY_S`, a diffuse tail of Gaussian noise whose energy decays by
+    60 dB in ``rt60`` seconds, ``drr_db`` below the direct sound in energy. float64, ``rt60``
+    seconds long."""
+    if not 0.05 <= rt60 <= 3.0:
+        raise UsageError(f"room reverberation time {rt60} s is outside 0.05-3 s")
+    n = int(round(rt60 * sample_rate))
+    t = np.arange(n) / sample_rate
+    tail = rng.standard_normal(n) * 10 ** (-3 * t / rt60)  # amplitude: -60 dB of energy at rt60
+    tail[: int(round(ROOM_PREDELAY_S * sample_rate))] = 0.0
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    tail[0] = 1.0
+    return tail
+
+
+def reverberate(audio: np.ndarray, response: np.ndarray) -> np.ndarray:
+    """``audio`` convolved with ``response`` (cut to the input's length), at the input's power."""
+    x = np.asarray(audio, np.float64)
+    size = 1 << (len(x) + len(response) - 2).bit_length()
+    wet = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(response, size), size)[: len(x)]
+    return wet * np.sqrt(np.mean(x ** 2) / (np.mean(wet ** 2) + 1e-30))
 
 
 def enrollment_clips(word: str, voices: list[Voice], *, workers: int = 2) -> list[Utterance]:
@@ -192,7 +231,7 @@ def scene_record(scene: Scene) -> dict:
     """A JSON-ready description: truth (``keyword``, ``start``, ``end``) and the sentences."""
     return {
         "sample_rate": scene.sample_rate, "duration": round(scene.duration, 4),
-        "noise_snr_db": scene.noise_snr_db, "seed": scene.seed,
+        "noise_snr_db": scene.noise_snr_db, "room_rt60": scene.room_rt60, "seed": scene.seed,
         "truth": [{"keyword": o.keyword, "start": round(o.start, 4), "end": round(o.end, 4)}
                   for o in scene.truth],
         "sentences": [{"text": s.text, "start": round(s.start, 4), "end": round(s.end, 4),

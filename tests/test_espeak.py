@@ -174,6 +174,30 @@ def test_babble_scene_and_enrollment_clips(tmp_path):
     assert record["truth"][0]["keyword"] == scene.truth[0].keyword
 
 
+def test_room_reverberation(clean_scene):
+    rng = np.random.default_rng(0)
+    response = scenes.room_response(0.5, rng)
+    assert len(response) == SAMPLE_RATE // 2 and response[0] == 1.0
+    predelay = int(scenes.ROOM_PREDELAY_S * SAMPLE_RATE)
+    assert not response[1:predelay].any()
+    tail = response[predelay:] ** 2
+    assert abs(10 * np.log10(tail.sum()) - (-scenes.ROOM_DRR_DB)) < 1e-6  # direct/reverberant energy
+    decay = 10 * np.log10(tail[-800:].mean() / tail[:800].mean())  # first vs last 50 ms of the tail
+    apart = (len(tail) - 800) / SAMPLE_RATE
+    assert abs(decay - (-60 * apart / 0.5)) < 3  # 60 dB per RT60
+    roomy = _scene(None, room_rt60=0.5)
+    assert roomy.truth == clean_scene.truth and len(roomy.audio) == len(clean_scene.audio)
+    assert roomy.room_rt60 == 0.5 and clean_scene.room_rt60 is None
+    dry, wet = clean_scene.audio.astype(np.float64), roomy.audio.astype(np.float64)
+    assert abs(np.sqrt(np.mean(wet ** 2) / np.mean(dry ** 2)) - 1) < 0.01  # same power
+    assert np.corrcoef(dry, wet)[0, 1] > 0.5  # the direct sound is still there...
+    for a, b in zip(clean_scene.segments, clean_scene.segments[1:]):  # ...and the pauses ring
+        lag = slice(int(a.end * SAMPLE_RATE) + 80, int(a.end * SAMPLE_RATE) + 1600)
+        assert np.abs(wet[lag]).max() > 1e-3 and dry[lag].max() == 0.0
+    with pytest.raises(UsageError, match="reverberation time"):
+        scenes.room_response(10.0, rng)
+
+
 def test_scene_refuses_bad_input():
     with pytest.raises(UsageError):
         scenes.build_scene([], FILLERS, SCENE_VOICES, seed=0)

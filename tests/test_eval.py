@@ -188,6 +188,7 @@ def test_quick_chain_with_an_all_layers_model(corpus_dir, tiny_model, tmp_path):
     assert len(aniso) == 3 * (TINY_LAYERS + 2) and all(-1 <= float(a["mean_cosine"]) <= 1 for a in aniso)
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "P@K and R@K" in summary and "contextual (layer" in summary
+    assert "## Which wins where" in summary and "- word (layer" in summary and "| word vs mfcc |" in summary
     for name in ("retrieval_by_layer.png", "anisotropy_by_layer.png"):
         assert (out / name).stat().st_size > 1000
     # a rerun resumes from the cache: nothing is encoded or scored again
@@ -203,6 +204,23 @@ def test_quick_chain_with_mfcc(corpus_dir, tmp_path):
     rows = _rows(out / "results.csv")
     assert {r["representation"] for r in rows} == {"mfcc", "mfcc-contextual"}
     assert all(float(r["precision"]) == 1.0 for r in rows if r["representation"] == "mfcc-contextual" and r["k"] == "1")
+
+
+def test_summary_says_which_representation_wins_where():
+    from eval.report import ResultRow, wins_markdown
+
+    table = {"mfcc": [(1, 0.95, 0.10), (5, 0.60, 0.25), (10, 0.50, 0.50)],
+             "word": [(1, 0.90, 0.10), (5, 0.70, 0.30), (10, 0.60, 0.60)],
+             "contextual": [(1, 1.00, 0.10), (5, 0.60, 0.30), (10, 0.50, 0.50)]}
+    rows = [ResultRow(rep, 0, "none", k, p, r) for rep, cells in table.items() for k, p, r in cells]
+    rows += [ResultRow("word", 3, "none", k, p / 2, r / 2) for k, p, r in table["word"]]  # a worse layer
+    rows += [ResultRow("word", 0, "zscore", k, 1.0, 1.0) for k, _, _ in table["word"]]  # not the reference
+    text = "\n".join(wins_markdown(rows))
+    assert "| 1 | contextual (100.0%) | mfcc = word = contextual (10.0%) | -5.0 / +0.0 | +5.0 / +0.0 |" in text
+    assert "| 10 | word (60.0%) | word (60.0%) | +10.0 / +10.0 | +0.0 / +0.0 |" in text
+    assert "- word (layer 0) vs mfcc, P@K: better at K = 5, 10; worse at K = 1." in text
+    assert "- contextual (layer 0) vs mfcc, P@K: better at K = 1; level at K = 5, 10." in text
+    assert wins_markdown([r for r in rows if r.representation != "mfcc"]) == []  # nothing to compare with
 
 
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Google's speech_embedding vs MFCC-13 on the project's hard streaming case, side by side.
 
     python -m export speech-embedding                    # once: models/speech-embedding.onnx
-    python -m eval.bench.speech_embedding_vs_mfcc [--snr 10 5 clean] [--seeds 11 21 31]
+    python -m eval.bench.speech_embedding_vs_mfcc [--snr 10 5 clean] [--rooms dry 0.5] [--seeds 11 21 31]
                                                   [--model models/speech-embedding.onnx]
 
 The hard case (:func:`make_hard_case`, also what ``tests/test_speech_embedding.py`` runs): six
@@ -9,7 +9,9 @@ Spanish keywords enrolled from three eSpeak voices (each word spoken alone); a s
 sentences by four *other* voices with every keyword inside two of them, under babble of three
 more voices (plus some pink noise) at ``--snr`` dB; and a negative stream, same voices and noise,
 of sentences full of words that share syllables with the keywords (discoteca/hipoteca for
-biblioteca, posada/esposa for mariposa, contadora/computación for computadora, ...).
+biblioteca, posada/esposa for mariposa, contadora/computación for computadora, ...). With
+``--rooms``, both streams are also heard in a reverberant room of that RT60 (the enrollment
+recordings stay dry: a user enrolls close to the microphone, the spotter hears the room).
 
 For each encoder, through the runtime's own enrollment, calibration, streaming encoder, matcher
 and detector (``Spotter`` fed 0.1 s blocks, as a microphone):
@@ -28,6 +30,7 @@ and detector (``Spotter`` fed 0.1 s blocks, as a microphone):
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from collections.abc import Sequence
@@ -88,11 +91,13 @@ class HardCase:
     negative: Scene  # confusable words, same voices and noise, no keyword
 
 
-def make_hard_case(folder: Path, *, snr_db: float | None = DEFAULT_SNR_DB, seed: int = DEFAULT_SEED,
-                   workers: int = 2) -> HardCase:
+def make_hard_case(folder: Path, *, snr_db: float | None = DEFAULT_SNR_DB, room_rt60: float | None = None,
+                   seed: int = DEFAULT_SEED, workers: int = 2) -> HardCase:
     """Synthesise the hard case into ``folder`` (enrollment WAVs; the scenes stay in memory).
 
-    ``snr_db`` None: no noise at all (cross-voice and confusable words only).
+    ``snr_db`` None: no noise at all (cross-voice and confusable words only). ``room_rt60``: both
+    streams heard in a reverberant room (:func:`eval.scenes.room_response`); the enrollment
+    recordings stay dry (a user enrolls close to the microphone).
     """
     folder.mkdir(parents=True, exist_ok=True)
     examples = {}
@@ -101,9 +106,9 @@ def make_hard_case(folder: Path, *, snr_db: float | None = DEFAULT_SNR_DB, seed:
         examples[word] = [write_audio(folder / f"{word}_{i}.wav", clip.audio) for i, clip in enumerate(clips)]
     babble = list(BABBLE_VOICES) if snr_db is not None else None
     stream = build_scene(list(KEYWORDS), None, list(SEARCH_VOICES), occurrences_per_keyword=OCCURRENCES_PER_KEYWORD,
-                         noise_snr_db=snr_db, babble_voices=babble, seed=seed, workers=workers)
+                         noise_snr_db=snr_db, babble_voices=babble, room_rt60=room_rt60, seed=seed, workers=workers)
     negative = script_scene(list(CONFUSABLE_SENTENCES), list(KEYWORDS), list(SEARCH_VOICES), noise_snr_db=snr_db,
-                            babble_voices=babble, seed=seed + 1, workers=workers)
+                            babble_voices=babble, room_rt60=room_rt60, seed=seed + 1, workers=workers)
     if negative.truth:
         raise RuntimeError(f"the confusable sentences contain keywords: {negative.truth}")
     return HardCase(examples, stream, negative)
@@ -326,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"the export (default {DEFAULT_MODEL})")
     parser.add_argument("--snr", nargs="+", default=[str(DEFAULT_SNR_DB)], help="dB of babble, or 'clean' (several)")
+    parser.add_argument("--rooms", nargs="+", default=["dry"],
+                        help="reverberation times (s) of the room both streams are heard in, or 'dry' (several)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[DEFAULT_SEED])
     parser.add_argument("--reps", type=int, default=3, help="timing repetitions (median)")
     parser.add_argument("--no-int16-check", action="store_true", help="skip the deliberately mis-scaled run")
@@ -339,15 +346,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{(grid.length - grid.length // 2) / grid.sample_rate:.4f} s of audio past its centre; streamed "
           f"{encoders['speech_embedding'].plan.hop} frame(s) per run; one thread; blocks of {BLOCK_SECONDS} s")
     with tempfile.TemporaryDirectory() as tmp:
-        for snr in args.snr:
+        for snr, room, seed in itertools.product(args.snr, args.rooms, args.seeds):
             snr_db = None if snr == "clean" else float(snr)
-            for seed in args.seeds:
-                case = make_hard_case(Path(tmp) / f"{snr}-{seed}", snr_db=snr_db, seed=seed)
-                noise = "no noise" if snr_db is None else f"babble {snr_db:g} dB"
-                print(f"\nhard case, {noise}, seed {seed}: stream {case.stream.duration:.0f} s with "
-                      f"{len(case.stream.truth)} occurrences, confusable stream {case.negative.duration:.0f} s")
-                for name, encoder in encoders.items():
-                    report(name, encoder, case, args.reps, int16_check=name != "mfcc" and not args.no_int16_check)
+            rt60 = None if room == "dry" else float(room)
+            case = make_hard_case(Path(tmp) / f"{snr}-{room}-{seed}", snr_db=snr_db, room_rt60=rt60, seed=seed)
+            noise = "no noise" if snr_db is None else f"babble {snr_db:g} dB"
+            where = "dry" if rt60 is None else f"room RT60 {rt60:g} s"
+            print(f"\nhard case, {noise}, {where}, seed {seed}: stream {case.stream.duration:.0f} s with "
+                  f"{len(case.stream.truth)} occurrences, confusable stream {case.negative.duration:.0f} s")
+            for name, encoder in encoders.items():
+                report(name, encoder, case, args.reps, int16_check=name != "mfcc" and not args.no_int16_check)
         hop_table(args.model, case.stream.audio, args.reps)
     return 0
 
