@@ -109,10 +109,10 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 
 
 def wins_markdown(rows: Sequence[ResultRow], baseline: str = BASELINE) -> list[str]:
-    """"Which wins where": per K, the best representation by P@K and by R@K (each at its best
-    layer, no normalisation), and every other representation's lead over ``baseline`` in points;
-    then one sentence per representation saying at which K it beats the baseline. Empty when the
-    rows have no ``baseline`` or nothing else."""
+    """The "which wins where" section: per K, the best representation by P@K and by R@K (each at
+    its best layer, no normalisation) and every other representation's lead over ``baseline`` in
+    points; then one line per representation: at which K its P@K is better, worse or level.
+    Empty when the rows have no ``baseline`` or nothing else."""
     best = best_layers(rows)
     index = {(r.representation, r.k): r for r in rows
              if r.normalization == REFERENCE_NORMALIZATION and r.layer == best.get(r.representation)}

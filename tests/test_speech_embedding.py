@@ -97,6 +97,7 @@ def test_metadata_and_identity(model):
     assert float(meta["default_threshold"]) == se.DEFAULT_THRESHOLD
     enc = load_encoder(model, threads=1)
     assert isinstance(enc, OnnxEncoder) and enc.dim == 96 and enc.default_threshold == se.DEFAULT_THRESHOLD
+    assert enc.name == "speech-embedding-fp32"  # no layers: no "-L0" in what the CLI prints
     assert (enc.grid.hop, enc.grid.length, enc.grid.pad, enc.grid.frame_rate) == (1280, 12400, 6200, 12.5)
     assert not enc.info.contextual and enc.plan.hop == 2  # stream_hop 0.16 s: two frames per run
     assert enc.identity["source_model"] == "google/speech-embedding" and len(enc.identity["sha256"]) == 64

@@ -22,6 +22,8 @@ and detector (``Spotter`` fed 0.1 s blocks, as a microphone):
   occurrence's score vs the best score elsewhere (both streams); ``below`` counts the 0.5 s
   windows elsewhere that score below the worst occurrence (a per-keyword oracle threshold that
   finds every occurrence would fire there); ``AUC`` = P(occurrence score < window score);
+* with ``--base-offsets``, the same detection with each encoder's base threshold moved (how the
+  default was chosen, on seeds the tests do not use);
 * streaming real-time factor on one thread (median of ``--reps``; whole pipeline, and the
   encoder alone) and detection latency: audio time when the event came out minus the end of the
   spoken word (median and max over hits).
@@ -44,7 +46,7 @@ from eval.bench.sdtw_speed import machine
 from eval.espeak import Voice
 from eval.scenes import Occurrence, Scene, build_scene, enrollment_clips, script_scene, write_audio
 from kwsstream.encoders import Encoder, load_encoder
-from kwsstream.enroll import enroll
+from kwsstream.enroll import FALLBACK_BASE, enroll, recalibrate
 from kwsstream.keyset import KeywordSet
 from kwsstream.matcher import cosine_distances
 from kwsstream.sdtw import accumulate_offline
@@ -297,8 +299,10 @@ def hop_table(model: Path, audio: np.ndarray, reps: int) -> None:
     print(f"  {'whole clip':>14} {float(np.median(times)) / (len(audio) / 16000):>8.4f} {'(offline)':>14}")
 
 
-def report(name: str, encoder: Encoder, case: HardCase, reps: int, int16_check: bool) -> None:
-    """Print one encoder's figures on one hard case."""
+def report(name: str, encoder: Encoder, case: HardCase, reps: int, int16_check: bool,
+           base_offsets: Sequence[float] = ()) -> None:
+    """Print one encoder's figures on one hard case (``base_offsets``: also hits / false alarms
+    with the encoder's base threshold moved by each offset, recalibrated as enrollment does)."""
     keyset = enroll_all(encoder, case)
     spotter = Spotter(keyset, encoder)
     runs = [detect(spotter, case) for _ in range(reps)]
@@ -319,6 +323,13 @@ def report(name: str, encoder: Encoder, case: HardCase, reps: int, int16_check: 
               f"  below {s.below:>3}  AUC {s.auc:.4f}")
     for event in result.false_alarms:
         print(f"  {'':<19}false alarm: {event.keyword} {event.start:.2f}-{event.end:.2f} s cost {event.cost:.3f}")
+    if base_offsets:
+        base = getattr(encoder, "default_threshold", None) or FALLBACK_BASE
+        sweep = []
+        for offset in base_offsets:
+            moved = detect(Spotter(recalibrate(keyset, round(base + offset, 4)), encoder), case)
+            sweep.append(f"{base + offset:.2f}: {len(moved.found)}/{len(moved.false_alarms)}")
+        print(f"  {'':<17} base threshold -> hits/false alarms: {'  '.join(sweep)}")
     if int16_check:
         bad = separation(encoder, keyset, case, gain=32768.0)
         print(f"  {'':<17} (int16-range input instead of [-1, 1]: separable "
@@ -336,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[DEFAULT_SEED])
     parser.add_argument("--reps", type=int, default=3, help="timing repetitions (median)")
     parser.add_argument("--no-int16-check", action="store_true", help="skip the deliberately mis-scaled run")
+    parser.add_argument("--base-offsets", type=float, nargs="+", default=[],
+                        help="also detect with each encoder's base threshold moved by these amounts")
     args = parser.parse_args(argv)
     if not args.model.is_file():
         parser.error(f"{args.model}: no such model (make it with: python -m export speech-embedding)")
@@ -355,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nhard case, {noise}, {where}, seed {seed}: stream {case.stream.duration:.0f} s with "
                   f"{len(case.stream.truth)} occurrences, confusable stream {case.negative.duration:.0f} s")
             for name, encoder in encoders.items():
-                report(name, encoder, case, args.reps, int16_check=name != "mfcc" and not args.no_int16_check)
+                report(name, encoder, case, args.reps, int16_check=name != "mfcc" and not args.no_int16_check,
+                       base_offsets=args.base_offsets)
         hop_table(args.model, case.stream.audio, args.reps)
     return 0
 

@@ -163,9 +163,11 @@ class OnnxEncoder:
 
     @property
     def name(self) -> str:
-        """E.g. ``wav2vec2-large-xlsr-53-L12-int8``."""
+        """E.g. ``wav2vec2-large-xlsr-53-L12-int8``; no ``-L`` part for a model without layers
+        (``layer_convention`` ``none``, e.g. ``speech-embedding-fp32``)."""
         source = self.info.source_model.rstrip("/").split("/")[-1] or "onnx"
-        return f"{source}-L{self.layer}-{self.info.precision}"
+        layer = "" if self.info.layer_convention == "none" else f"-L{self.layer}"
+        return f"{source}{layer}-{self.info.precision}"
 
     # -- whole utterances -------------------------------------------------------------------------
     def _check_audio(self, audio: np.ndarray) -> np.ndarray:
