@@ -53,3 +53,23 @@ def speech(tmp_path_factory) -> Speech:
     assert not negative_scene.truth, "the negative sentences must not contain a keyword"
     return Speech(examples, stream, scene.truth, write_audio(root / "negative.flac", negative_scene.audio),
                   scene.duration)
+
+
+EVAL_CORPUS_SENTENCES = 100
+EVAL_CORPUS_SEED = 5
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A small synthetic corpus in the Common Voice layout (``python -m eval synth``), once per
+    session: the benchmark's ``--quick`` chain runs on it."""
+    import ctypes.util
+
+    if not ctypes.util.find_library("espeak-ng") or not Path("/usr/share/games/fortunes/es").is_dir():
+        pytest.skip("needs libespeak-ng and fortunes-es")
+    from eval.__main__ import main
+
+    out = tmp_path_factory.mktemp("eval-corpus")
+    args = ["synth", "--out", str(out), "--sentences", str(EVAL_CORPUS_SENTENCES), "--seed", str(EVAL_CORPUS_SEED)]
+    assert main(args) == 0
+    return out

@@ -191,7 +191,7 @@ def test_room_reverberation(clean_scene):
     dry, wet = clean_scene.audio.astype(np.float64), roomy.audio.astype(np.float64)
     assert abs(np.sqrt(np.mean(wet ** 2) / np.mean(dry ** 2)) - 1) < 0.01  # same power
     assert np.corrcoef(dry, wet)[0, 1] > 0.5  # the direct sound is still there...
-    for a, b in zip(clean_scene.segments, clean_scene.segments[1:]):  # ...and the pauses ring
+    for a in clean_scene.segments[:-1]:  # ...and the pauses after sentences ring
         lag = slice(int(a.end * SAMPLE_RATE) + 80, int(a.end * SAMPLE_RATE) + 1600)
         assert np.abs(wet[lag]).max() > 1e-3 and dry[lag].max() == 0.0
     with pytest.raises(UsageError, match="reverberation time"):

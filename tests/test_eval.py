@@ -6,7 +6,6 @@ whole ``--quick`` chain on a small synthetic corpus with a tiny random wav2vec2 
 from __future__ import annotations
 
 import csv
-import ctypes.util
 import importlib.util
 import itertools
 import json
@@ -23,9 +22,6 @@ from kwsstream.encoders.base import FrameGrid
 from kwsstream.matcher import cosine_distances
 from kwsstream.sdtw import best_match
 
-FORTUNES = Path("/usr/share/games/fortunes/es")
-SENTENCES = 100
-SEED = 5
 TINY_LAYERS = 3
 
 
@@ -122,17 +118,6 @@ def test_segment_frames_follow_the_enrollment_rule():
 
 
 # -- the whole chain -------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory) -> Path:
-    if not ctypes.util.find_library("espeak-ng") or not FORTUNES.is_dir():
-        pytest.skip("needs libespeak-ng and fortunes-es")
-    from eval.__main__ import main
-
-    out = tmp_path_factory.mktemp("eval-corpus")
-    assert main(["synth", "--out", str(out), "--sentences", str(SENTENCES), "--seed", str(SEED)]) == 0
-    return out
-
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:

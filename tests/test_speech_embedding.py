@@ -313,3 +313,28 @@ def test_hard_case_in_a_room_learned_encoder_beats_mfcc(model, room_case):
     assert mf_hits <= 2 and se_hits >= mf_hits + 4, results
     assert se_auc >= 0.995 and se_auc >= mf_auc + 0.004, results
     assert se_below <= 8 and mf_below >= 2 * se_below + 5, results
+
+
+# -- the offline benchmark on the real model -----------------------------------------------------------
+
+
+def test_eval_ranks_speech_embedding_beside_mfcc(model, corpus_dir, tmp_path):
+    """``python -m eval run --encoder models/speech-embedding.onnx``: word-level and contextual
+    rows beside MFCC's in one results.csv, and the summary says which wins where."""
+    import csv
+
+    from eval.__main__ import main
+
+    out = tmp_path / "results"
+    assert main(["run", "--corpus", str(corpus_dir), "--encoder", str(model), "--out", str(out), "--quick",
+                 "--no-progress"]) == 0
+    with (out / "results.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["representation"] for r in rows} == {"word", "contextual", "mfcc"}
+    assert {int(r["layer"]) for r in rows} == {0}
+    p10 = {r["representation"]: float(r["precision"]) for r in rows if r["k"] == "10" and r["normalization"] == "none"}
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| word vs mfcc | contextual vs mfcc |" in summary
+    lead = f"{100 * (p10['word'] - p10['mfcc']):+.1f}"
+    assert any(line.startswith("| 10 |") and f"| {lead} / " in line for line in summary.splitlines()), (p10, summary)
+    assert "- word (layer 0) vs mfcc, P@K:" in summary

@@ -145,7 +145,7 @@ def listen_run(pulse, keyset: Path, scene_path: Path, truth, minutes: float, thr
     run.peak_kib, run.cpu_seconds, run.audio_seconds = status.get("VmHWM", 0), status["cpu"] - start["cpu"], seconds
     run.summary = next((line for line in errors if line.startswith("stopped")), "\n".join(errors[-3:]))
     matched = set()
-    for t_play, player in plays:
+    for t_play, _player in plays:
         for occ in truth:
             run.expected += 1
             offset = t_play - t_listen
