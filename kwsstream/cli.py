@@ -178,7 +178,7 @@ def add_live_parsers(sub) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(fast=args.fast, as_json=args.json, recording=args.recording)
+    return run_demo(fast=args.fast, as_json=args.json, recording=args.recording, encoder=args.encoder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="play the bundled recording as fast as possible (implies --recording)")
     p.add_argument("--recording", action="store_true", help="play the bundled recording even when there is a microphone")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--encoder", default="mfcc",
+                   help="'mfcc' (default) or an exported .onnx model, e.g. models/speech-embedding.onnx")
     p.set_defaults(func=cmd_demo)
 
     add_live_parsers(sub)

@@ -43,9 +43,10 @@ def example_files() -> dict[str, list[Path]]:
     return dict(found)
 
 
-def build_demo_keyset(folder: Path) -> Path:
-    """Enroll every bundled keyword into ``folder/demo.kws`` with the MFCC encoder."""
-    encoder = load_encoder("mfcc")
+def build_demo_keyset(folder: Path, encoder: str = "mfcc") -> Path:
+    """Enroll every bundled keyword into ``folder/demo.kws`` with ``encoder`` (``mfcc`` or the
+    path of an exported ONNX model)."""
+    encoder = load_encoder(encoder)
     keyset = None
     for word, paths in example_files().items():
         keyset = enroll(keyset, encoder, word, paths)
@@ -77,10 +78,10 @@ def find_microphone():
         return None, str(err)
 
 
-def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False) -> int:
-    """Enroll the bundled keywords, then spot them in the microphone when there is one (until
-    Ctrl-C), else in the bundled recording played through the same live pipeline at real time
-    (``fast``: as fast as possible; ``recording``: even when there is a microphone)."""
+def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False, encoder: str = "mfcc") -> int:
+    """Enroll the bundled keywords with ``encoder``, then spot them in the microphone when there
+    is one (until Ctrl-C), else in the bundled recording played through the same live pipeline at
+    real time (``fast``: as fast as possible; ``recording``: even when there is a microphone)."""
     from .cli import emit
     from .live import ListenOptions, listen_microphone, play_recording
     from .sources import native_stderr_silenced
@@ -89,10 +90,11 @@ def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False)
     stream_path = data_dir() / "stream.flac"
     truth = json.loads((data_dir() / "stream.json").read_text(encoding="utf-8"))["truth"]
     with tempfile.TemporaryDirectory() as tmp:
-        keyset_path = build_demo_keyset(Path(tmp))
+        keyset_path = build_demo_keyset(Path(tmp), encoder)
         spotter = Spotter.load(keyset_path)
         for kw in spotter.keyset.keywords:
-            say(f"enrolled {kw.name!r} from {len(kw.templates)} recordings, threshold {kw.threshold:.3f}")
+            say(f"enrolled {kw.name!r} from {len(kw.templates)} recordings, threshold {kw.threshold:.3f} "
+                f"[{spotter.encoder.name}]")
     events = []
 
     def on_event(event) -> None:

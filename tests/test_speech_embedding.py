@@ -315,6 +315,20 @@ def test_hard_case_in_a_room_learned_encoder_beats_mfcc(model, room_case):
     assert se_below <= 8 and mf_below >= 2 * se_below + 5, results
 
 
+def test_demo_runs_with_the_learned_encoder(model):
+    """``kwsstream demo --encoder models/speech-embedding.onnx``: the bundled keywords enrolled and
+    spotted with it (measured: 4 of 6 found, 0 false, on this dry recording where MFCC finds 6)."""
+    import re
+
+    proc = cli("demo", "--fast", "--encoder", model)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("[speech-embedding-fp32]") == 3, proc.stderr
+    found, spoken, false = map(int, re.search(r"found (\d+) of (\d+) spoken keywords, (\d+) false", proc.stderr).groups())
+    assert spoken == 6 and found >= 3 and false <= 1, proc.stderr
+    proc = cli("demo", "--fast", "--encoder", model.parent / "missing.onnx")
+    one_line_error(proc.returncode, proc.stderr, "missing.onnx", "no such model file")
+
+
 # -- the offline benchmark on the real model -----------------------------------------------------------
 
 
