@@ -225,9 +225,10 @@ def test_hard_case_end_to_end(model, hard_case, tmp_path):
     elsewhere score below a keyword's worst occurrence (measured 5, 2, 6). Audio scaled to the
     int16 range (the wrong input scaling) gives, on this seed, 10 hits with 20 false alarms, AUC
     0.967 and 83 such windows, so this test catches it; a wrong ``pad`` moves every frame (caught
-    exactly by the frame-times test; here enrollment then refuses clips as too short). MFCC is *not*
-    asserted to do worse: on this case it does not (5/0, 6/0, 7/0 at its calibrated thresholds;
-    AUC 0.999, 0.998, 0.993); see models/README.md.
+    exactly by the frame-times test; here enrollment then refuses clips as too short). MFCC is not
+    asserted to do worse here: dry, it does not (5/0, 6/0, 7/0 at its calibrated thresholds; AUC
+    0.999, 0.998, 0.993). The test after this one hears the case in a reverberant room, where it
+    does; see models/README.md.
     """
     from eval.bench.speech_embedding_vs_mfcc import detect, enroll_all, is_hit, separation
     from eval.scenes import write_audio
