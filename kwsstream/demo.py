@@ -43,10 +43,10 @@ def example_files() -> dict[str, list[Path]]:
     return dict(found)
 
 
-def build_demo_keyset(folder: Path, encoder: str = "mfcc") -> Path:
-    """Enroll every bundled keyword into ``folder/demo.kws`` with ``encoder`` (``mfcc`` or the
-    path of an exported ONNX model)."""
-    encoder = load_encoder(encoder)
+def build_demo_keyset(folder: Path, encoder_spec: str = "mfcc") -> Path:
+    """Enroll every bundled keyword into ``folder/demo.kws`` with ``encoder_spec`` (``mfcc`` or
+    the path of an exported ONNX model)."""
+    encoder = load_encoder(encoder_spec)
     keyset = None
     for word, paths in example_files().items():
         keyset = enroll(keyset, encoder, word, paths)
