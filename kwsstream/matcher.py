@@ -23,6 +23,8 @@ MAX_BLOCK_CELLS = 4_000_000
 REBASE_FRAMES = 2**30
 """Start frames are int32 in the kernel (faster vector code) and counted from a base that moves
 forward by this much when the stream gets that long (every ~124 days of MFCC frames)."""
+INT32_LIMIT = 2**31 - 1
+"""A block whose last frame, counted from the base, would reach this moves the base first."""
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -114,13 +116,13 @@ class MatcherState:
         frame0 = self.frames_done
         for b in range(0, n, self.block):
             blk = frames[b : b + self.block]
-            if frame0 + b + len(blk) - self._base >= 2**31 - 1:
+            if frame0 + b + len(blk) - self._base >= INT32_LIMIT:
                 self._rebase()
             sdtw.advance_columns(
                 tpl.distances(blk), frame0 + b - self._base, tpl.row_offset, tpl.row_width, tpl.last_cell,
                 tpl.length, self._col, self._col_start, score[b : b + len(blk)], start[b : b + len(blk)],
             )
-        start += self._base
+            start[b : b + len(blk)] += self._base  # this block's base: a later block may move it
         self.frames_done += n
         return score, start, frame0
 

@@ -85,3 +85,23 @@ def test_column_memory_does_not_grow_with_the_stream():
         state.push(rng.standard_normal((100, 4)).astype(np.float32))
         sizes.add(state._col.nbytes + state._col_start.nbytes + state._pending.nbytes)
     assert len(sizes) == 1 and state.frames_done == 2000
+
+
+def test_start_frames_stay_true_when_the_int32_base_moves_inside_one_push():
+    """After ~2**31 frames the kernel's int32 start frames are re-counted from a new base; a push
+    that spans several blocks across that point must still give true stream start frames."""
+    from kwsstream.matcher import INT32_LIMIT
+
+    rng = np.random.default_rng(7)
+    templates = [rng.standard_normal((m, 5)).astype(np.float32) for m in (4, 9)]
+    stream = rng.standard_normal((40, 5)).astype(np.float32)
+    tpl = Templates(templates, keyword_of=[0, 1])
+    fresh = MatcherState(tpl, 10)
+    score, start, _ = fresh.push(stream)
+    late = MatcherState(tpl, 10)
+    offset = INT32_LIMIT - 24  # the third block of the push crosses the limit
+    late.frames_done = offset
+    late_score, late_start, frame0 = late.push(stream)
+    assert frame0 == offset and late._base > 0  # the base did move during this push
+    np.testing.assert_array_equal(late_start, start + offset)
+    np.testing.assert_array_equal(late_score, score)
