@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from eval.bench.sdtw_speed import machine
+from eval.bench import machine
 from eval.espeak import Voice
 from eval.scenes import enrollment_clips, write_audio
 
@@ -52,14 +52,13 @@ def run_detect(keyset: Path, audio: Path) -> tuple[float, float, int]:
     """(wall seconds, peak RSS MiB, detections) of one ``kwsstream detect`` child process."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", "import resource, sys\nfrom kwsstream.cli import main\ncode = main(sys.argv[1:])\n"
-         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)",
+        [sys.executable, "-c", "import sys\nfrom eval.bench import peak_rss_mb\nfrom kwsstream.cli import main\n"
+         "code = main(sys.argv[1:])\nprint(peak_rss_mb(), file=sys.stderr)\nsys.exit(code)",
          "detect", "-k", str(keyset), str(audio), "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
     )
     wall = time.perf_counter() - start
-    rss_kib = int(proc.stderr.strip().splitlines()[-1])
-    return wall, rss_kib / 1024, len(proc.stdout.splitlines())
+    return wall, float(proc.stderr.strip().splitlines()[-1]), len(proc.stdout.splitlines())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,31 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.bench import machine, peak_rss_mb
+
 ENCODE_SECONDS = 10.0
 STREAM_SECONDS = 20.0
 BLOCK_SECONDS = 0.1
 NAIVE_WINDOW_S, NAIVE_HOP_S = 2.0, 1.0
 DEFAULT_LAYERS = (6, 12, 18, 24)
 DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "kwsstream-bench"
-
-
-def machine() -> str:
-    """CPU model, cores, ISA extensions that matter for int8, load average."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    from kwsstream.onnxsession import physical_cores
-
-    isa = [name for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if name in flags]
-    load = os.getloadavg()
-    return (f"{model}; {os.cpu_count()} logical CPUs, {physical_cores()} physical cores; ISA {'/'.join(isa) or '?'}; "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 class Clock:
@@ -184,18 +165,6 @@ def measure_model(path: Path, threads: int, reps: int) -> dict:
     result["geometry"] = f"window {plan.window}, hop {plan.hop}, lookahead {plan.lookahead} frames"
     result["peak_rss_mb"] = peak_rss_mb()
     return result
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. ``VmHWM`` (Linux) starts afresh at exec; ``ru_maxrss``
-    would carry the parent's peak into a child started by fork + exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def export_models(checkpoint: str, layers: list[int], workdir: Path) -> list[Path]:

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.bench.sdtw_speed import machine
+from eval.bench import machine
 from eval.espeak import Voice
 from eval.scenes import build_scene, enrollment_clips, write_audio
 

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.bench.speech_embedding_vs_mfcc import NEAR_S, TOLERANCE_S, score_curve
 from eval.espeak import Voice
 from eval.scenes import build_scene, enrollment_clips, write_audio
 from kwsstream.encoders.mfcc import MfccEncoder, MfccOptions
 from kwsstream.enroll import enroll
-from kwsstream.matcher import cosine_distances
-from kwsstream.sdtw import accumulate_offline
 
 WORDS = ("biblioteca", "mariposa", "chocolate", "helicóptero", "computadora", "bicicleta", "murciélago", "elefante")
 ENROLL_VOICES = (Voice("es", "m1", 160, 45), Voice("es-419", "f2", 190, 60), Voice("es", "klatt", 175, 50))
@@ -42,15 +41,6 @@ OPTIONS = {
 }
 
 
-def score_curve(templates: list[np.ndarray], stream: np.ndarray) -> np.ndarray:
-    """Per stream frame, the best normalised score of any template ending there."""
-    best = np.full(len(stream), np.inf)
-    for q in templates:
-        cost, start = accumulate_offline(cosine_distances(q, stream))
-        best = np.minimum(best, 2 * cost / (len(q) + np.arange(len(stream)) - start + 1))
-    return best
-
-
 def separation(encoder: MfccEncoder, keyset, stream_audio: np.ndarray, truth) -> np.ndarray:
     """(keywords, 2): worst hit score and best negative score."""
     frames = encoder.encode(stream_audio)
@@ -62,8 +52,8 @@ def separation(encoder: MfccEncoder, keyset, stream_audio: np.ndarray, truth) ->
         hits = []
         for occ in truth:
             if occ.keyword == kw.name:
-                hits.append(curve[(centre >= occ.start - 0.1) & (centre <= occ.end + 0.3)].min())
-                near |= (centre >= occ.start - 0.5) & (centre <= occ.end + 0.8)
+                hits.append(curve[(centre >= occ.start - 0.1) & (centre <= occ.end + TOLERANCE_S)].min())
+                near |= (centre >= occ.start - NEAR_S[0]) & (centre <= occ.end + NEAR_S[1])
         rows.append((max(hits), curve[~near].min()))
     return np.array(rows)
 

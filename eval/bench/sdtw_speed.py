@@ -11,26 +11,13 @@ machine and the median of ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from eval.bench import machine
 from kwsstream import sdtw
-from kwsstream.matcher import MatcherState, Templates
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import os
-
-    return f"{cpu}, {os.cpu_count()} logical cores, numba threads unused (kernel is single-threaded)"
+from kwsstream.matcher import MatcherState, Templates, limit_blas_threads
 
 
 def bench(n_templates: int, length: int, frames: int, repeats: int, dim: int = 13) -> tuple[float, float]:
@@ -58,13 +45,14 @@ def bench(n_templates: int, length: int, frames: int, repeats: int, dim: int = 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    threadpool_limits(limits=1, user_api="blas")  # as the CLI does: see kwsstream/cli.py
+    limit_blas_threads()  # as the CLI does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--length", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
+    print("the kernel is single-threaded (numba, no parallel loops); BLAS limited to one thread")
     print(f"templates of {args.length} frames, {args.frames} stream frames, median of {args.repeats}")
     print(f"{'templates':>9} {'kernel cells/s':>15} {'with distances':>15}")
     for n in (10, 100, 1000):

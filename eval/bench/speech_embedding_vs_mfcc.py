@@ -40,16 +40,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from eval.bench.sdtw_speed import machine
+from eval.bench import machine
 from eval.espeak import Voice
 from eval.scenes import Occurrence, Scene, build_scene, enrollment_clips, script_scene, write_audio
+from kwsstream import demo
 from kwsstream.encoders import Encoder, load_encoder
 from kwsstream.enroll import FALLBACK_BASE, enroll, recalibrate
 from kwsstream.keyset import KeywordSet
-from kwsstream.matcher import cosine_distances
-from kwsstream.sdtw import accumulate_offline
+from kwsstream.matcher import cosine_distances, limit_blas_threads
+from kwsstream.sdtw import accumulate_offline, normalise
 from kwsstream.spotter import Event, Spotter
 
 KEYWORDS = ("biblioteca", "mariposa", "computadora", "chocolate", "bicicleta", "elefante")
@@ -73,7 +73,7 @@ BABBLE_VOICES = (Voice("es", "m2", 170, 50), Voice("es-419", "f3", 180, 55), Voi
 OCCURRENCES_PER_KEYWORD = 2
 DEFAULT_SNR_DB = 10.0
 DEFAULT_SEED = 11
-TOLERANCE_S = 0.3
+TOLERANCE_S = demo.TOLERANCE
 """An event is a hit when it overlaps the spoken keyword widened by this much on each side."""
 BLOCK_SECONDS = 0.1
 """Audio fed per ``Stream.feed`` call (a microphone's block)."""
@@ -126,8 +126,7 @@ def enroll_all(encoder: Encoder, case: HardCase) -> KeywordSet:
 
 def is_hit(keyword: str, start: float, end: float, occurrence: Occurrence) -> bool:
     """Whether an event of ``keyword`` from ``start`` to ``end`` s finds ``occurrence``."""
-    return (keyword == occurrence.keyword and start < occurrence.end + TOLERANCE_S
-            and end > occurrence.start - TOLERANCE_S)
+    return demo.matches(keyword, start, end, occurrence.keyword, occurrence.start, occurrence.end)
 
 
 @dataclass(frozen=True)
@@ -198,11 +197,12 @@ class Separation:
 
 def score_curve(templates: Sequence[np.ndarray], frames: np.ndarray) -> np.ndarray:
     """Per frame, the best normalised S-DTW score of any template ending there (the runtime's
-    normalisation, ``kwsstream/sdtw.py``)."""
+    kernel and normalisation, ``kwsstream/sdtw.py``)."""
     best = np.full(len(frames), np.inf)
+    ends = np.arange(len(frames))
     for template in templates:
         cost, start = accumulate_offline(cosine_distances(template, frames))
-        best = np.minimum(best, 2 * cost / (len(template) + np.arange(len(frames)) - start + 1))
+        best = np.minimum(best, normalise(cost, start, ends, len(template)))
     return best
 
 
@@ -215,15 +215,12 @@ def _window_minima(curve: np.ndarray, centres: np.ndarray, keep: np.ndarray, dur
     return out
 
 
-def separation(encoder: Encoder, keyset: KeywordSet, case: HardCase, gain: float = 1.0) -> list[Separation]:
-    """Per keyword :class:`Separation` (``gain`` scales all audio: a deliberate degradation, e.g.
-    int16-range input, to show what the figures catch)."""
-    frames = encoder.encode(case.stream.audio * gain)
-    negative = encoder.encode(case.negative.audio * gain)
+def separation(encoder: Encoder, keyset: KeywordSet, case: HardCase) -> list[Separation]:
+    """Per keyword :class:`Separation`."""
+    frames = encoder.encode(case.stream.audio)
+    negative = encoder.encode(case.negative.audio)
     centres = encoder.grid.centre(np.arange(len(frames)))
     neg_centres = encoder.grid.centre(np.arange(len(negative)))
-    if gain != 1.0:
-        keyset = enroll_scaled(encoder, case, gain)
     out = []
     for kw in keyset.keywords:
         templates = [t.frames for t in kw.templates]
@@ -243,24 +240,16 @@ def separation(encoder: Encoder, keyset: KeywordSet, case: HardCase, gain: float
     return out
 
 
-def enroll_scaled(encoder: Encoder, case: HardCase, gain: float) -> KeywordSet:
-    """Templates of the case's keywords from recordings scaled by ``gain`` (see :func:`separation`;
-    thresholds are not needed there)."""
-    from kwsstream.enroll import make_template
-    from kwsstream.keyset import Keyword
+class Scaled:
+    """``encoder`` fed all its audio multiplied by ``gain``: a deliberate degradation (int16-range
+    input) to show what the figures catch."""
 
-    class Scaled:  # the encoder fed scaled audio: the degradation under test
-        grid = encoder.grid
+    def __init__(self, encoder: Encoder, gain: float):
+        self.encoder, self.gain = encoder, gain
+        self.grid, self.identity, self.name = encoder.grid, encoder.identity, encoder.name
 
-        @staticmethod
-        def encode(audio: np.ndarray) -> np.ndarray:
-            return encoder.encode(audio * gain)
-
-    keyset = KeywordSet(encoder=encoder.identity)
-    for word, files in case.examples.items():
-        templates = tuple(make_template(Scaled(), path) for path in files)
-        keyset = keyset.with_keyword(Keyword(name=word, threshold=1.0, templates=templates))
-    return keyset
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        return self.encoder.encode(audio * self.gain)
 
 
 def encoder_rtf(encoder: Encoder, audio: np.ndarray, reps: int) -> float:
@@ -331,14 +320,15 @@ def report(name: str, encoder: Encoder, case: HardCase, reps: int, int16_check: 
             sweep.append(f"{base + offset:.2f}: {len(moved.found)}/{len(moved.false_alarms)}")
         print(f"  {'':<17} base threshold -> hits/false alarms: {'  '.join(sweep)}")
     if int16_check:
-        bad = separation(encoder, keyset, case, gain=32768.0)
+        scaled = Scaled(encoder, 32768.0)
+        bad = separation(scaled, enroll_all(scaled, case), case)
         print(f"  {'':<17} (int16-range input instead of [-1, 1]: separable "
               f"{sum(s.best_negative > s.worst_hit for s in bad)}/{len(bad)}, windows below worst hit "
               f"{sum(s.below for s in bad)}, AUC mean {np.mean([s.auc for s in bad]):.4f})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    threadpool_limits(limits=1, user_api="blas")  # as the CLI does: see kwsstream/cli.py
+    limit_blas_threads()  # as the CLI does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"the export (default {DEFAULT_MODEL})")
     parser.add_argument("--snr", nargs="+", default=[str(DEFAULT_SNR_DB)], help="dB of babble, or 'clean' (several)")
