@@ -27,7 +27,7 @@ MIN_SAMPLES = 400
 RESAMPLE_QUALITY = "HQ"
 
 
-def _mono(block: np.ndarray) -> np.ndarray:
+def mix_down(block: np.ndarray) -> np.ndarray:
     """Average the channels of a ``(frames, channels)`` block into one float32 channel."""
     if block.ndim == 1:
         return block.astype(np.float32, copy=False)
@@ -92,7 +92,7 @@ def iter_audio_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) ->
         total = 0
         try:
             for block in handle.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
-                mono = _mono(block)
+                mono = mix_down(block)
                 check_finite(mono, name)
                 out = resample(mono)
                 total += len(out)
@@ -130,7 +130,7 @@ def prepare_samples(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, name: s
         arr = arr.astype(np.float32) / float(2 ** (8 * arr.dtype.itemsize - 1))
     elif not np.issubdtype(arr.dtype, np.floating):
         raise AudioError(f"{name}: samples of dtype {arr.dtype} are not audio")
-    mono = _mono(arr)
+    mono = mix_down(arr)
     check_finite(mono, name)
     if sample_rate != SAMPLE_RATE:
         mono = soxr.resample(mono, sample_rate, SAMPLE_RATE, quality=RESAMPLE_QUALITY).astype(np.float32)

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .errors import KwsError, UsageError
@@ -225,10 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # The stream does many small matrix products (a block of frames × the templates); BLAS threads
-    # cost far more than they give there (measured: 4x slower on a busy 2-core machine), and
-    # onnxruntime keeps its own thread pool.
-    threadpool_limits(limits=1, user_api="blas")
+    from .matcher import limit_blas_threads
+
+    limit_blas_threads()
     try:
         return args.func(args)
     except KwsError as err:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
-from .encoders import load_encoder
+from .encoders import Encoder, load_encoder
 from .enroll import enroll
 from .errors import AudioError, KwsError
 from .keyset import save_keyset
@@ -43,10 +43,8 @@ def example_files() -> dict[str, list[Path]]:
     return dict(found)
 
 
-def build_demo_keyset(folder: Path, encoder_spec: str = "mfcc") -> Path:
-    """Enroll every bundled keyword into ``folder/demo.kws`` with ``encoder_spec`` (``mfcc`` or
-    the path of an exported ONNX model)."""
-    encoder = load_encoder(encoder_spec)
+def build_demo_keyset(folder: Path, encoder: Encoder) -> Path:
+    """Enroll every bundled keyword into ``folder/demo.kws`` with ``encoder``."""
     keyset = None
     for word, paths in example_files().items():
         keyset = enroll(keyset, encoder, word, paths)
@@ -55,16 +53,19 @@ def build_demo_keyset(folder: Path, encoder_spec: str = "mfcc") -> Path:
     return path
 
 
+def matches(keyword: str, start: float, end: float, true_keyword: str, true_start: float, true_end: float) -> bool:
+    """Whether a detection of ``keyword`` from ``start`` to ``end`` s finds the true occurrence
+    (same keyword, overlapping it widened by :data:`TOLERANCE` on each side)."""
+    return keyword == true_keyword and start < true_end + TOLERANCE and end > true_start - TOLERANCE
+
+
 def score(events, truth) -> tuple[int, int]:
     """(true occurrences found, detections matching no true occurrence)."""
-    found = sum(
-        any(e.keyword == t["keyword"] and e.start < t["end"] + TOLERANCE and e.end > t["start"] - TOLERANCE for e in events)
-        for t in truth
-    )
-    false = sum(
-        not any(e.keyword == t["keyword"] and e.start < t["end"] + TOLERANCE and e.end > t["start"] - TOLERANCE for t in truth)
-        for e in events
-    )
+    def hit(e, t) -> bool:
+        return matches(e.keyword, e.start, e.end, t["keyword"], t["start"], t["end"])
+
+    found = sum(any(hit(e, t) for e in events) for t in truth)
+    false = sum(not any(hit(e, t) for t in truth) for e in events)
     return found, false
 
 
@@ -90,8 +91,8 @@ def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False,
     stream_path = data_dir() / "stream.flac"
     truth = json.loads((data_dir() / "stream.json").read_text(encoding="utf-8"))["truth"]
     with tempfile.TemporaryDirectory() as tmp:
-        keyset_path = build_demo_keyset(Path(tmp), encoder)
-        spotter = Spotter.load(keyset_path)
+        encoding = load_encoder(encoder)
+        spotter = Spotter.load(build_demo_keyset(Path(tmp), encoding), encoder=encoding)
         for kw in spotter.keyset.keywords:
             say(f"enrolled {kw.name!r} from {len(kw.templates)} recordings, threshold {kw.threshold:.3f} "
                 f"[{spotter.encoder.name}]")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Resampler
+from .audio import Resampler, mix_down
 from .encoders.base import SAMPLE_RATE
 from .errors import UsageError
 from .sources import FileSource, MicSource, find_device
@@ -173,11 +173,6 @@ class StatusLine:
             self.file.write("\r\x1b[K")
             self.file.flush()
             self._shown = False
-
-
-def mix_down(block: np.ndarray) -> np.ndarray:
-    """A ``(frames, channels)`` block as one float32 channel (the average)."""
-    return block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
 
 
 def level_db(peak_rms: float) -> float:

@@ -27,6 +27,16 @@ INT32_LIMIT = 2**31 - 1
 """A block whose last frame, counted from the base, would reach this moves the base first."""
 
 
+def limit_blas_threads() -> None:
+    """Limit BLAS to one thread for the rest of the process. The matcher does many small matrix
+    products (a block of frames x the templates); BLAS threads cost far more than they give there
+    (measured: 4x slower on a busy 2-core machine); onnxruntime keeps its own thread pool. The CLI
+    calls this; it changes process-wide state, so the library never does it by itself."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (an all-zero row stays zero: cosine 0, distance 1)."""
     x = np.asarray(x, dtype=np.float32)

@@ -61,7 +61,9 @@ class Event:
 
 
 class Spotter:
-    """Keyword set + encoder, shared and read-only.
+    """Keyword set + encoder, shared and read-only. A program that streams should call
+    :func:`kwsstream.matcher.limit_blas_threads` once (the CLI does): multi-threaded BLAS makes the
+    matcher's small matrix products slower.
 
     Args:
         keyset: the enrolled keywords.
