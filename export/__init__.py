@@ -16,6 +16,8 @@ none of them.
 
 from __future__ import annotations
 
+import argparse
+
 from kwsstream.errors import KwsError
 
 EXPORTER_VERSION = "kwsstream-export 1"
@@ -24,6 +26,13 @@ EXPORTER_VERSION = "kwsstream-export 1"
 
 class ExportError(KwsError):
     """A model, option or file that the exporter cannot use (one line; the CLI exits with 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one :class:`ExportError` line (exit 2)."""
+
+    def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
+        raise ExportError(f"usage: {message}")
 
 
 __all__ = ["EXPORTER_VERSION", "ExportError"]

@@ -16,7 +16,6 @@ path to stdout. Exit status: 0 done, 2 bad input (one line on stderr), 1 interna
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import sys
@@ -26,17 +25,12 @@ from pathlib import Path
 
 from kwsstream.errors import KwsError
 
-from . import ExportError
+from . import ExportError, _Parser
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-xlsr-53"
 MODELS_DIR = Path("models")
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 SPEECH_EMBEDDING = "speech-embedding"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
-        raise ExportError(f"usage: {message}")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -81,56 +75,55 @@ def run(args: argparse.Namespace) -> Path:
     from .verify import verify_export
     from .wav2vec2 import check_layers, export_graph, load_config, load_model
 
-    check_layers(load_config(args.model), args.model, args.layer)  # cheap checks before loading weights
+    config = load_config(args.model)
+    check_layers(config, args.model, args.layer)  # cheap checks before loading weights
     out = args.out or default_out(args.model, args.layer, args.all_layers, args.quantize)
     layers = list(range(args.layer + 1)) if args.all_layers else [args.layer]
+    if args.verify and not out.is_file():
+        raise ExportError(f"{out}: no such file to verify")
+    model = load_model(args.model, config)
     if args.verify:
-        if not out.is_file():
-            raise ExportError(f"{out}: no such file to verify")
-        model = load_model(args.model)
         for line in verify_export(model, out):
             print(line, file=sys.stderr)
         return out
-    model = load_model(args.model)
     out.parent.mkdir(parents=True, exist_ok=True)
     # everything is made and verified in a temporary folder beside --out, then moved there: a
     # failure never leaves an unverified file (nor removes one that was there before)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        export_graph(model, fp32, layers, args.model)
+        meta = export_graph(model, fp32, layers, args.model)
         made = fp32
         if args.quantize:
             made = Path(tmp) / "int8.onnx"
-            quantize_int8(fp32, made, reduce_range=args.reduce_range)
+            quantize_int8(fp32, made, meta=meta, reduce_range=args.reduce_range)
         if not args.no_verify:
-            lines = verify_export(model, made, reference=fp32 if args.quantize else None)
-            for line in lines:
-                print(line.replace(str(made), str(out)), file=sys.stderr)
+            for line in verify_export(model, made, reference=fp32 if args.quantize else None, label=out):
+                print(line, file=sys.stderr)
         made.replace(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point (also of ``python -m export speech-embedding``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == [SPEECH_EMBEDDING]:
-            if importlib.util.find_spec("export.speech_embedding") is None:
-                raise ExportError(f"{SPEECH_EMBEDDING}: this exporter is not installed in export/ yet")
-            from . import speech_embedding  # type: ignore[attr-defined]
+            from . import speech_embedding
 
-            return speech_embedding.main(argv[1:])
-        args = parse_args(argv)
-        _quiet()
-        out = run(args)
+            se_args = speech_embedding.parse_args(argv[1:])
+            out = speech_embedding.export(se_args.out, se_args.wheel)
+        else:
+            args = parse_args(argv)
+            _quiet()
+            out = run(args)
     except KwsError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERNAL
-    except Exception as err:  # internal failure, parity included: one line, status 1
+    except Exception as err:  # internal failure, failed parity/verification included: one line, status 1
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_INTERNAL
     print(out)

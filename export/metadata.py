@@ -2,12 +2,12 @@
 
 The contract itself - every key, its meaning and default - is documented once, in
 ``kwsstream/encoders/onnxmeta.py`` (the runtime's parser) and in models/README.md. This module
-builds the values for a wav2vec2 export and writes/reads them with the ``onnx`` package.
+builds the values for a wav2vec2 export (and the format and frame-grid keys every exporter
+shares) and writes/reads them with the ``onnx`` package.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from kwsstream.encoders.onnxmeta import FORMAT_KEY, FORMAT_VERSION, WAV2VEC2_CON
 from . import EXPORTER_VERSION
 
 SAMPLE_RATE = 16_000
-"""wav2vec2 models take 16 kHz audio."""
+"""Every exported model takes 16 kHz audio (wav2vec2, speech_embedding)."""
 AUDIO_INPUT = "audio"
 CONTEXT_INPUT = "context"
 FEATURES_OUTPUT = "features"
@@ -45,6 +45,26 @@ def exporter_version() -> str:
     return f"{EXPORTER_VERSION} (torch {torch.__version__}, transformers {transformers.__version__}, onnx {onnx.__version__})"
 
 
+def grid_metadata(hop: int, receptive_field: int, pad: int, hidden_size: int) -> dict[str, str]:
+    """The contract's format key and frame-grid keys, shared by every exporter.
+
+    Args:
+        hop: samples between output frames.
+        receptive_field: samples one output frame is computed from.
+        pad: zero samples the runtime adds on each side of an input.
+        hidden_size: width of one output frame.
+    """
+    return {
+        FORMAT_KEY: str(FORMAT_VERSION),
+        "sample_rate": str(SAMPLE_RATE),
+        "frame_hop": str(hop),
+        "frame_rate": f"{SAMPLE_RATE / hop:g}",
+        "receptive_field": str(receptive_field),
+        "pad": str(pad),
+        "hidden_size": str(hidden_size),
+    }
+
+
 def wav2vec2_metadata(config, source_model: str, layers: Sequence[int], *, two_stage: bool,
                       precision: str = "fp32") -> dict[str, str]:
     """The metadata of a wav2vec2 export.
@@ -57,21 +77,16 @@ def wav2vec2_metadata(config, source_model: str, layers: Sequence[int], *, two_s
             end computed once per stream).
         precision: ``fp32`` or ``int8``.
     """
-    hop, field = conv_geometry(config.conv_kernel, config.conv_stride)
+    grid = grid_metadata(*conv_geometry(config.conv_kernel, config.conv_stride), 0, config.hidden_size)
     meta = {
-        FORMAT_KEY: str(FORMAT_VERSION),
+        FORMAT_KEY: grid.pop(FORMAT_KEY),  # key order as written since the first exports
         "source_model": source_model,
         "source_family": "wav2vec2",
         "layer": str(max(layers)),
         "layers": ",".join(str(layer) for layer in layers),
         "outputs": ",".join(layer_output(layer) for layer in layers),
         "layer_convention": WAV2VEC2_CONVENTION,
-        "sample_rate": str(SAMPLE_RATE),
-        "frame_hop": str(hop),
-        "frame_rate": f"{SAMPLE_RATE / hop:g}",
-        "receptive_field": str(field),
-        "pad": "0",
-        "hidden_size": str(config.hidden_size),
+        **grid,
         "precision": precision,
         "exporter_version": exporter_version(),
         "context": "global",
@@ -103,7 +118,3 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
     return get_metadata(onnx.load(str(path), load_external_data=False))
 
-
-def frames_for(samples: int, hop: int, field: int) -> int:
-    """Frames a whole input of ``samples`` samples gives (0 if shorter than the field)."""
-    return 0 if samples < field else 1 + math.floor((samples - field) / hop)

@@ -15,19 +15,22 @@ import tempfile
 from pathlib import Path
 
 from . import ExportError
-from .metadata import get_metadata, set_metadata
+from .metadata import read_metadata, set_metadata
 
 QUANTIZED_OPS = ("MatMul",)
 """Operator types whose weights are quantised."""
 
 
-def quantize_int8(fp32_path: Path, out: Path, *, per_channel: bool = True, reduce_range: bool = False) -> dict[str, str]:
+def quantize_int8(fp32_path: Path, out: Path, *, meta: dict[str, str] | None = None, per_channel: bool = True,
+                  reduce_range: bool = False) -> dict[str, str]:
     """Write an int8 copy of the fp32 model at ``fp32_path`` to ``out``; metadata is carried over
     with ``precision = int8``.
 
     Args:
         fp32_path: an exported fp32 model.
         out: where to write the int8 model (replaced atomically).
+        meta: the fp32 model's metadata when the caller has it (what ``export_graph`` returned);
+            else it is read from ``fp32_path`` (which loads the whole model).
         per_channel: one weight scale per output channel (else one per tensor).
         reduce_range: 7-bit weights, for CPUs without VNNI where u8*s8 products may saturate.
 
@@ -39,11 +42,9 @@ def quantize_int8(fp32_path: Path, out: Path, *, per_channel: bool = True, reduc
 
     from .wav2vec2 import save_model
 
-    source = onnx.load(str(fp32_path), load_external_data=False)
-    meta = get_metadata(source)
+    meta = read_metadata(fp32_path) if meta is None else dict(meta)
     if meta.get("precision", "fp32") != "fp32":
         raise ExportError(f"{fp32_path}: already {meta.get('precision')}, quantise an fp32 export")
-    del source
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         raw = Path(tmp) / "int8.onnx"

