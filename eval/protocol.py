@@ -138,7 +138,7 @@ class _Index:
 
     def __init__(self, clips: list[Clip]):
         self.clips = clips
-        self.words = [normalize_text(c.sentence).split() for c in clips]
+        self.words = [c.sentence_words for c in clips]
         self.word_sets = [set(ws) for ws in self.words]
         self.stems = [{crude_stem(w) for w in ws} for ws in self.words]
         self.text = [" ".join(ws) for ws in self.words]

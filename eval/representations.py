@@ -38,12 +38,17 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kwsstream.encoders import load_encoder
 from kwsstream.encoders.base import SAMPLE_RATE, FrameGrid
+from kwsstream.enroll import keyword_frames
 from kwsstream.errors import EncoderError, KwsError
+
+if TYPE_CHECKING:
+    from eval.protocol import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +110,7 @@ def describe_encoder(spec: str) -> EncoderInfo:
     layers = tuple(info.layers) if info is not None else (0,)
     identity = json.dumps(encoder.identity | {"path": None}, sort_keys=True)
     digest = getattr(encoder, "sha256", None) or hashlib.sha256(identity.encode()).hexdigest()
-    name = encoder.name if info is None else f"{info.source_model.rstrip('/').split('/')[-1]}-{info.precision}"
+    name = encoder.name if info is None else encoder.model_name
     key = f"{_UNSAFE.sub('_', name)}-{digest[:12]}"
     return EncoderInfo(str(spec), key, name, layers, int(encoder.dim), encoder.grid, info is not None)
 
@@ -120,12 +125,21 @@ def segment_item(utt_id: str, path: str, start: float, end: float) -> Item:
     return Item(f"{_UNSAFE.sub('_', utt_id)}@{round(start * 1000)}-{round(end * 1000)}", str(path), start, end)
 
 
+def protocol_items(protocol: Protocol) -> tuple[list[Item], list[Item]]:
+    """The items of a protocol: its searched sentences (whole clips) and its queries' segments,
+    each in the protocol's order."""
+    sentences = [sentence_item(s.utt_id, s.path) for s in protocol.sentences]
+    segments = [segment_item(protocol.sentences[q.sentence].utt_id, protocol.sentences[q.sentence].path,
+                             q.start, q.end) for q in protocol.queries]
+    return sentences, segments
+
+
 def segment_frames(grid: FrameGrid, n_frames: int, start: float, end: float) -> tuple[int, int]:
     """``(first, stop)`` frames of an utterance whose centres lie in ``[start, end]`` seconds (the
-    rule of ``kwsstream.enroll.make_template``); the frame nearest the segment's middle if none.
+    rule of ``kwsstream.enroll.make_template``: :func:`kwsstream.enroll.keyword_frames`); the frame
+    nearest the segment's middle if none.
     """
-    centres = grid.centre(np.arange(n_frames))
-    keep = np.flatnonzero((centres >= start) & (centres <= end))
+    keep = keyword_frames(grid, n_frames, start, end)
     if len(keep) == 0:
         middle = min(max(grid.frame_at((start + end) / 2), 0), max(n_frames - 1, 0))
         return middle, middle + 1

@@ -94,8 +94,7 @@ def run(options: RunOptions) -> RunResult:
     from eval.representations import (
         describe_encoder,
         encode_items,
-        segment_item,
-        sentence_item,
+        protocol_items,
     )
     from eval.sweep import score_layers
 
@@ -117,9 +116,7 @@ def run(options: RunOptions) -> RunResult:
     unknown = sorted(set(options.layers or ()) - set(encoders[0].layers))
     if unknown:
         raise UsageError(f"--layers {unknown} are not in {options.encoder} (it has {list(encoders[0].layers)})")
-    sentences = [sentence_item(s.utt_id, s.path) for s in protocol.sentences]
-    segments = [segment_item(protocol.sentences[q.sentence].utt_id, protocol.sentences[q.sentence].path,
-                             q.start, q.end) for q in protocol.queries]
+    sentences, segments = protocol_items(protocol)
     for info in encoders:
         stats = encode_items(sentences + segments, info, cache, options.encode, options.progress)
         log.info("%s: %d recordings, %d encoded now (%.0f s of audio)", info.name, stats["items"],

@@ -31,9 +31,8 @@ from eval.representations import (
     WORD,
     EncoderInfo,
     FeatureCache,
+    protocol_items,
     segment_frames,
-    segment_item,
-    sentence_item,
 )
 from kwsstream.errors import UsageError
 
@@ -89,9 +88,9 @@ def score_layers(protocol: Protocol, info: EncoderInfo, layers: Sequence[int], c
     folder = cache_root / SCORES_DIR / protocol.key / info.key
     folder.mkdir(parents=True, exist_ok=True)
     cache = FeatureCache(cache_root, info)
-    sentence_keys = [sentence_item(s.utt_id, s.path).key for s in protocol.sentences]
-    segment_keys = [segment_item(protocol.sentences[q.sentence].utt_id, protocol.sentences[q.sentence].path,
-                                 q.start, q.end).key for q in protocol.queries]
+    sentence_items, segment_items = protocol_items(protocol)
+    sentence_keys = [item.key for item in sentence_items]
+    segment_keys = [item.key for item in segment_items]
     relevant, keyword_of = protocol.relevance(), protocol.keyword_of()
     out = Scored()
     for layer in tqdm(layers, desc=f"layers {info.name}", unit="layer", disable=not options.progress or None):

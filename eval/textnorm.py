@@ -11,6 +11,7 @@ letter of its own in Spanish (``año`` and ``ano`` are different words).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from pathlib import Path
@@ -140,11 +141,13 @@ tenida tenidos tenidas tened
 """Spanish function words: the Snowball stop list (the one NLTK ships), in matching form."""
 
 
+@functools.lru_cache(maxsize=None)
 def crude_stem(word: str) -> str:
     """A crude Spanish lemma key for "one word per lemma" rules: accents folded, then a plural
     ``-es``/``-s`` and a final ``-a``/``-e``/``-o`` removed (``hombres``, ``hombre`` → ``hombr``;
     ``razones``, ``razón`` → ``razon``; ``buena``, ``buenos`` → ``buen``). Verbs are not
-    conjugated back; it errs towards treating related forms as one lemma."""
+    conjugated back; it errs towards treating related forms as one lemma. Cached: the protocol asks
+    for the same words' stems many times."""
     stem = normalize_word(word, fold_accents=True)
     if stem.endswith("es") and len(stem) > 4:
         stem = stem[:-2]

@@ -33,7 +33,7 @@ import numpy as np
 
 from .audio import load_audio
 from .encoders import Encoder, same_identity
-from .encoders.base import SAMPLE_RATE
+from .encoders.base import SAMPLE_RATE, FrameGrid
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import Keyword, KeywordSet, Template
 from .matcher import cosine_distances
@@ -61,6 +61,13 @@ def speech_span(audio: np.ndarray) -> tuple[float, float]:
     return start, end
 
 
+def keyword_frames(grid: FrameGrid, n_frames: int, start: float, end: float) -> np.ndarray:
+    """Indices of the frames among the first ``n_frames`` on ``grid`` whose centres lie in
+    ``[start, end]`` seconds: the keyword's frames of an encoded example (possibly none)."""
+    centres = grid.centre(np.arange(n_frames))
+    return np.flatnonzero((centres >= start) & (centres <= end))
+
+
 def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, float] | None = None) -> Template:
     """Encode one example recording and keep the keyword's frames."""
     audio = load_audio(path)
@@ -72,9 +79,7 @@ def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, floa
     else:
         start, end = speech_span(audio)
     frames = encoder.encode(audio)
-    grid = encoder.grid
-    centres = grid.centre(np.arange(len(frames)))
-    keep = np.flatnonzero((centres >= start) & (centres <= end))
+    keep = keyword_frames(encoder.grid, len(frames), start, end)
     if len(keep) < MIN_TEMPLATE_FRAMES:
         raise AudioError(
             f"{path}: the keyword ({start:.2f}-{end:.2f} s) is only {len(keep)} frames long; "

@@ -162,12 +162,22 @@ class OnnxEncoder:
         }
 
     @property
+    def model_name(self) -> str:
+        """The model without a layer: last part of ``source_model`` (``onnx`` if empty) and the
+        precision, e.g. ``wav2vec2-large-xlsr-53-int8``, ``speech-embedding-fp32``."""
+        return f"{self._source}-{self.info.precision}"
+
+    @property
     def name(self) -> str:
         """E.g. ``wav2vec2-large-xlsr-53-L12-int8``; no ``-L`` part for a model without layers
-        (``layer_convention`` ``none``, e.g. ``speech-embedding-fp32``)."""
-        source = self.info.source_model.rstrip("/").split("/")[-1] or "onnx"
-        layer = "" if self.info.layer_convention == "none" else f"-L{self.layer}"
-        return f"{source}{layer}-{self.info.precision}"
+        (``layer_convention`` ``none``, e.g. ``speech-embedding-fp32``, its :attr:`model_name`)."""
+        if self.info.layer_convention == "none":
+            return self.model_name
+        return f"{self._source}-L{self.layer}-{self.info.precision}"
+
+    @property
+    def _source(self) -> str:
+        return self.info.source_model.rstrip("/").split("/")[-1] or "onnx"
 
     # -- whole utterances -------------------------------------------------------------------------
     def _check_audio(self, audio: np.ndarray) -> np.ndarray:
