@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from .encoders import Encoder, load_encoder
-from .enroll import enroll
+from .enroll import enroll_examples
 from .errors import AudioError, KwsError
 from .keyset import save_keyset
 from .spotter import Spotter
@@ -45,9 +45,7 @@ def example_files() -> dict[str, list[Path]]:
 
 def build_demo_keyset(folder: Path, encoder: Encoder) -> Path:
     """Enroll every bundled keyword into ``folder/demo.kws`` with ``encoder``."""
-    keyset = None
-    for word, paths in example_files().items():
-        keyset = enroll(keyset, encoder, word, paths)
+    keyset = enroll_examples(encoder, example_files())
     path = folder / "demo.kws"
     save_keyset(keyset, path)
     return path

@@ -25,7 +25,7 @@ there are no positives and the base is used (marked ``default``). Thresholds set
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,3 +165,14 @@ def enroll(
         kw = replace(kw, threshold=float(threshold), threshold_source="user", calibration={})
     base = getattr(encoder, "default_threshold", None) or FALLBACK_BASE
     return recalibrate(keyset.with_keyword(kw), base)
+
+
+def enroll_examples(
+    encoder: Encoder, examples: Mapping[str, Sequence[str | Path]], keyset: KeywordSet | None = None
+) -> KeywordSet:
+    """:func:`enroll` every keyword of ``examples`` (name -> example recordings) in turn."""
+    for name, paths in examples.items():
+        keyset = enroll(keyset, encoder, name, paths)
+    if keyset is None:
+        raise UsageError("no keywords to enroll")
+    return keyset

@@ -62,12 +62,10 @@ def pulse(tmp_path_factory):
 @pytest.fixture(scope="module")
 def keyset(speech, tmp_path_factory) -> Path:
     from kwsstream.encoders import load_encoder
-    from kwsstream.enroll import enroll
+    from kwsstream.enroll import enroll_examples
     from kwsstream.keyset import save_keyset
 
-    encoder, keywords = load_encoder("mfcc"), None
-    for word, files in speech.examples.items():
-        keywords = enroll(keywords, encoder, word, files)
+    keywords = enroll_examples(load_encoder("mfcc"), speech.examples)
     path = tmp_path_factory.mktemp("live") / "live.kws"
     save_keyset(keywords, path)
     return path

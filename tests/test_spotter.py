@@ -8,15 +8,12 @@ import pytest
 from kwsstream import AudioError, Spotter
 from kwsstream.audio import load_audio
 from kwsstream.encoders.mfcc import MfccEncoder
-from kwsstream.enroll import enroll
+from kwsstream.enroll import enroll_examples
 
 
 @pytest.fixture(scope="module")
 def spotter(speech):
-    ks = None
-    for word, files in speech.examples.items():
-        ks = enroll(ks, MfccEncoder(), word, files)
-    return Spotter(ks)
+    return Spotter(enroll_examples(MfccEncoder(), speech.examples))
 
 
 @pytest.fixture(scope="module")

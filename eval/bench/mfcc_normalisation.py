@@ -24,7 +24,7 @@ from eval.bench.speech_embedding_vs_mfcc import NEAR_S, TOLERANCE_S, score_curve
 from eval.espeak import Voice
 from eval.scenes import build_scene, enrollment_clips, write_audio
 from kwsstream.encoders.mfcc import MfccEncoder, MfccOptions
-from kwsstream.enroll import enroll
+from kwsstream.enroll import enroll_examples
 
 WORDS = ("biblioteca", "mariposa", "chocolate", "helicóptero", "computadora", "bicicleta", "murciélago", "elefante")
 ENROLL_VOICES = (Voice("es", "m1", 160, 45), Voice("es-419", "f2", 190, 60), Voice("es", "klatt", 175, 50))
@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'normalisation':<28} {'separable':>9} {'min margin':>10} {'mean margin':>11} {'hits max':>8} {'negatives min':>13}")
         for label, options in OPTIONS.items():
             encoder = MfccEncoder(options)
-            keyset = None
-            for word, files in examples.items():
-                keyset = enroll(keyset, encoder, word, files)
+            keyset = enroll_examples(encoder, examples)
             res = separation(encoder, keyset, scene.audio, scene.truth)
             margin = res[:, 1] - res[:, 0]
             print(f"{label:<28} {f'{(margin > 0).sum()}/{len(WORDS)}':>9} {margin.min():>10.3f} {margin.mean():>11.3f} "

@@ -46,7 +46,7 @@ from eval.espeak import Voice
 from eval.scenes import Occurrence, Scene, build_scene, enrollment_clips, script_scene, write_audio
 from kwsstream import demo
 from kwsstream.encoders import Encoder, load_encoder
-from kwsstream.enroll import FALLBACK_BASE, enroll, recalibrate
+from kwsstream.enroll import FALLBACK_BASE, enroll_examples, recalibrate
 from kwsstream.keyset import KeywordSet
 from kwsstream.matcher import cosine_distances, limit_blas_threads
 from kwsstream.sdtw import accumulate_offline, normalise
@@ -118,10 +118,7 @@ def make_hard_case(folder: Path, *, snr_db: float | None = DEFAULT_SNR_DB, room_
 
 def enroll_all(encoder: Encoder, case: HardCase) -> KeywordSet:
     """Every keyword of the case enrolled with ``encoder`` (thresholds calibrated as the CLI does)."""
-    keyset = None
-    for word, files in case.examples.items():
-        keyset = enroll(keyset, encoder, word, files)
-    return keyset
+    return enroll_examples(encoder, case.examples)
 
 
 def is_hit(keyword: str, start: float, end: float, occurrence: Occurrence) -> bool:
