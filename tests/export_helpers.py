@@ -40,6 +40,11 @@ class CliResult:
     stdout: str
     stderr: str
 
+    @property
+    def returncode(self) -> int:
+        """``code``, under the name subprocess results use."""
+        return self.code
+
 
 def make_checkpoint(folder: Path, config: dict, seed: int = SEED) -> Path:
     """Save a seeded random ``Wav2Vec2Model`` with ``config`` to ``folder`` (once)."""

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import soundfile as sf
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "kwsstream", *map(str, args)], capture_output=True, text=True, timeout=300)
+from cli_helpers import one_line_error
+from cli_helpers import run_kwsstream as cli
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +17,6 @@ def enrolled(speech, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert "threshold" in proc.stderr
     return path, word
-
-
-def one_line_error(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_bad_inputs_exit_2_and_leave_the_set_unharmed(enrolled, tmp_path, speech):

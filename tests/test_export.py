@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 onnx = pytest.importorskip("onnx")
 
+import cli_helpers  # noqa: E402
 from export_helpers import ROOT, TINY_BASE, TINY_XLSR, cosines, make_checkpoint, run_export, speechlike, tiny_models  # noqa: E402
 
 
@@ -151,10 +152,7 @@ def test_verify_rerun_and_mismatch(models, tmp_path):
 
 
 def one_line_error(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.code == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    return cli_helpers.one_line_error(result, prefix="error: ")
 
 
 def test_bad_inputs_one_line_exit_2(models, tmp_path):

