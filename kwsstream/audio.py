@@ -4,10 +4,22 @@ Everything after this module trusts its input: one channel, :data:`SAMPLE_RATE`,
 Files are read in blocks (``iter_audio_blocks``) so memory does not grow with their length; any
 format libsndfile reads (WAV, FLAC, OGG, MP3), any rate (resampled with soxr's streaming
 resampler), any channel count (mixed down by averaging), any sample format.
+
+Only real data is read: the reader stops where the decoder stops delivering, whatever length the
+file's header claims (an MP3 whose Xing header claims 60 hours is read for the second it holds),
+and refuses more than :data:`MAX_SECONDS` (``load_audio``: :data:`MAX_LOAD_SECONDS`). A file that
+ends before its header says, and what the decoder libraries complain about (libmpg123 writes to
+the process's stderr), become one warning line on the ``kwsstream.audio`` logger instead of
+library noise. :func:`check_example` refuses audio that cannot be a keyword example.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,13 +30,43 @@ import soxr
 from .encoders.base import SAMPLE_RATE
 from .errors import AudioError
 
+log = logging.getLogger("kwsstream.audio")
+
 BLOCK_SECONDS = 10.0
 """Seconds of audio read from a file at a time."""
 
 MIN_SAMPLES = 400
 """The shortest audio accepted: one 25 ms analysis frame at 16 kHz."""
 
+MAX_SECONDS = 24 * 3600.0
+"""The longest file :func:`iter_audio_blocks` reads (real audio, whatever the header claims)."""
+
+MAX_LOAD_SECONDS = 3600.0
+"""The longest file :func:`load_audio` holds in memory at once (230 MB at 16 kHz float32)."""
+
+MAX_BLOCK_VALUES = 1 << 23
+"""Most samples (all channels) read from a file at a time: blocks are shortened to fit."""
+
+MIN_RATE, MAX_RATE = 1000, 768_000
+"""Sample rates accepted (Hz)."""
+
+TRUNCATION_TOLERANCE = 0.05
+"""Seconds a file may fall short of its header's length before it is reported as truncated."""
+
 RESAMPLE_QUALITY = "HQ"
+
+AUDIO_DEBUG_ENV = "KWSSTREAM_AUDIO_DEBUG"
+"""Set (to anything) to let decoder libraries write their own diagnostics to stderr."""
+
+# check_example: what a keyword example must look like
+EXAMPLE_MIN_PEAK = 1e-3
+"""Peak below -60 dBFS: nothing but the noise floor."""
+EXAMPLE_CLIP_LEVEL = 0.99
+EXAMPLE_MAX_CLIPPED = 0.25
+"""More than this fraction of samples at full scale: clipped throughout (e.g. a square wave)."""
+EXAMPLE_MIN_DYNAMICS_DB = 2.0
+"""Speech rises and falls: the 10 ms frame levels' 5-95 % range must exceed this (a steady
+tone, hum or noise does not; speech spans tens of dB)."""
 
 
 def mix_down(block: np.ndarray) -> np.ndarray:
@@ -43,12 +85,41 @@ def check_finite(samples: np.ndarray, name: str) -> None:
         raise AudioError(f"{name}: audio has NaN or infinite samples (first at sample {bad})")
 
 
+def check_example(audio: np.ndarray, name: str) -> None:
+    """Refuse audio that cannot be an example of a spoken keyword (raises :class:`AudioError`
+    naming ``name``): digital silence, a peak below -60 dBFS, clipped throughout (more than a
+    quarter of the samples at full scale, e.g. a full-scale square wave), or a steady sound with
+    no rise and fall (a tone, a hum). ``audio`` is 16 kHz mono float32 (e.g. from
+    :func:`load_audio`); enrollment calls this on each example recording."""
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 1 or len(audio) == 0:
+        raise AudioError(f"{name}: no audio")
+    check_finite(audio, name)
+    peak = float(np.abs(audio).max())
+    if peak == 0:
+        raise AudioError(f"{name}: the recording is digital silence, not a keyword")
+    if peak < EXAMPLE_MIN_PEAK:
+        raise AudioError(f"{name}: the recording is too quiet to hold speech (peak {20 * np.log10(peak):.0f} dBFS)")
+    clipped = float(np.mean(np.abs(audio) >= EXAMPLE_CLIP_LEVEL))
+    if clipped > EXAMPLE_MAX_CLIPPED:
+        raise AudioError(f"{name}: the recording is clipped throughout ({clipped:.0%} of samples at full scale), "
+                         "not a usable keyword example")
+    hop, win = SAMPLE_RATE // 100, SAMPLE_RATE // 40
+    if len(audio) >= win:
+        frames = np.lib.stride_tricks.sliding_window_view(audio, win)[::hop]
+        level = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+        low, high = np.percentile(level, [5, 95])
+        if high - low < EXAMPLE_MIN_DYNAMICS_DB:
+            raise AudioError(f"{name}: the recording is a steady sound (level varies by {high - low:.1f} dB), "
+                             "not a spoken keyword")
+
+
 class Resampler:
     """Streaming mono resampler to :data:`SAMPLE_RATE` (soxr); a pass-through at 16 kHz."""
 
     def __init__(self, rate: int):
-        if rate <= 0:
-            raise AudioError(f"sample rate {rate} is not positive")
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise AudioError(f"sample rate {rate} Hz is not supported ({MIN_RATE}-{MAX_RATE} Hz)")
         self.rate = int(rate)
         self._stream = (
             None
@@ -62,12 +133,82 @@ class Resampler:
         return self._stream.resample_chunk(np.ascontiguousarray(mono, dtype=np.float32), last=last)
 
 
-def iter_audio_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+class _NativeStderr:
+    """Catches what C libraries (libmpg123 above all) write to file descriptor 2 while a file is
+    opened and read, so it can be reported as one line; a no-op when :data:`AUDIO_DEBUG_ENV` is
+    set or there is no fd 2."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._sink = None
+        self.count = 0
+        self.first = ""
+        if os.environ.get(AUDIO_DEBUG_ENV):
+            return
+        try:
+            os.fstat(2)
+            self._sink = tempfile.TemporaryFile()
+        except OSError:
+            self._sink = None
+
+    @contextlib.contextmanager
+    def caught(self) -> Iterator[None]:
+        if self._sink is None:
+            yield
+            return
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(self._sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            self._collect()
+
+    def _collect(self) -> None:
+        size = os.fstat(self._sink.fileno()).st_size
+        if size == 0:
+            return
+        self._sink.seek(0)
+        text = self._sink.read(self.LIMIT).decode("utf-8", "replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines and not self.first:
+            self.first = lines[0][:160]
+        self.count += max(1, len(lines))
+        self._sink.seek(0)
+        self._sink.truncate()
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+
+def _open(path: Path, name: str, native: _NativeStderr) -> sf.SoundFile:
+    try:
+        with native.caught():
+            return sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as err:
+        raise AudioError(f"{name}: not a readable audio file ({_reason(err)})") from None
+    except OSError as err:
+        raise AudioError(f"{name}: cannot be read ({err.strerror or _reason(err)})") from None
+
+
+def iter_audio_blocks(
+    path: str | Path, block_seconds: float = BLOCK_SECONDS, *, max_seconds: float = MAX_SECONDS,
+    truncated: str = "warn",
+) -> Iterator[np.ndarray]:
     """Yield a file's audio as 16 kHz mono float32 blocks, reading ``block_seconds`` at a time.
 
     Raises :class:`AudioError` (naming the file) for a missing, unreadable, empty or non-finite
-    file, or one shorter than :data:`MIN_SAMPLES` after resampling; the check for shortness and
-    emptiness happens before the first block is yielded only when the file's length is known.
+    file, one shorter than :data:`MIN_SAMPLES` after resampling, or one longer than
+    ``max_seconds``; the check for shortness and emptiness happens before the first block is
+    yielded only when the file's length is known. Reading stops where the decoder's data ends.
+    A file that ends more than :data:`TRUNCATION_TOLERANCE` before its header says, or whose
+    decoder complained, is reported as one warning (``truncated="error"``: a truncated file is
+    refused instead).
     """
     path = Path(path)
     name = str(path)
@@ -75,48 +216,114 @@ def iter_audio_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) ->
         raise AudioError(f"{name}: no such file")
     if path.is_dir():
         raise AudioError(f"{name}: is a folder, not an audio file")
+    native = _NativeStderr()
     try:
-        handle = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(f"{name}: not a readable audio file ({_reason(err)})") from None
+        yield from _read_blocks(path, name, native, block_seconds, max_seconds, truncated)
+    finally:
+        native.close()
+
+
+def _read_blocks(path: Path, name: str, native: _NativeStderr, block_seconds: float, max_seconds: float,
+                 truncated: str) -> Iterator[np.ndarray]:
+    handle = _open(path, name, native)
     with handle:
-        if handle.frames == 0:
+        claimed = handle.frames if 0 <= handle.frames < 2**62 else None
+        rate, channels = handle.samplerate, handle.channels
+        if claimed == 0:
             raise AudioError(f"{name}: audio is empty")
-        if 0 < handle.frames < 2**62 and handle.frames * SAMPLE_RATE / handle.samplerate < MIN_SAMPLES:
+        if channels < 1:
+            raise AudioError(f"{name}: audio has {channels} channels")
+        if claimed is not None and rate > 0 and claimed * SAMPLE_RATE / rate < MIN_SAMPLES:
             raise AudioError(
-                f"{name}: audio is too short ({handle.frames / handle.samplerate * 1000:.1f} ms; "
+                f"{name}: audio is too short ({claimed / rate * 1000:.1f} ms; "
                 f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms needed)"
             )
-        resample = Resampler(handle.samplerate)
-        blocksize = max(1, int(block_seconds * handle.samplerate))
-        total = 0
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise AudioError(f"{name}: sample rate {rate} Hz is not supported ({MIN_RATE}-{MAX_RATE} Hz)")
+        resample = Resampler(rate)
+        blocksize = max(1, min(int(block_seconds * rate), MAX_BLOCK_VALUES // channels))
+        limit = int(max_seconds * SAMPLE_RATE)
+        total = read = 0
         try:
-            for block in handle.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
-                mono = mix_down(block)
+            while True:
+                with native.caught():
+                    block = handle.read(blocksize, dtype="float32", always_2d=True)
+                if len(block) == 0:  # the decoder's true end, whatever the header claimed
+                    break
+                read += len(block)
+                with np.errstate(all="ignore"):
+                    mono = mix_down(block)
                 check_finite(mono, name)
                 out = resample(mono)
                 total += len(out)
+                if total > limit:
+                    raise AudioError(f"{name}: audio is longer than {_duration(max_seconds)}, the most read from a file")
                 if len(out):
                     yield out
             tail = resample(np.zeros(0, np.float32), last=True)
-        except (sf.LibsndfileError, RuntimeError) as err:
+        except (sf.LibsndfileError, RuntimeError, ValueError, OverflowError) as err:
             raise AudioError(f"{name}: corrupt audio ({_reason(err)})") from None
+        except MemoryError:
+            raise AudioError(f"{name}: audio blocks too large to decode") from None
         total += len(tail)
         if len(tail):
             yield tail
+        short = _truncation(handle, claimed, read, rate)
     if total == 0:
         raise AudioError(f"{name}: audio is empty")
+    problems = []
+    if short:
+        if truncated == "error":
+            raise AudioError(f"{name}: the file is truncated ({short})")
+        problems.append(f"the file is truncated ({short})")
+    if native.count:
+        problems.append(f"the decoder reported {native.count} problem(s), first: {native.first!r}")
+    if problems:
+        log.warning("%s: %s; the audio may be incomplete or damaged", name, "; ".join(problems))
 
 
-def load_audio(path: str | Path) -> np.ndarray:
-    """A whole file as 16 kHz mono float32 (through the same block reader as streaming)."""
-    blocks = list(iter_audio_blocks(path))
+def _truncation(handle: sf.SoundFile, claimed: int | None, read: int, rate: int) -> str:
+    """Why the file looks cut short ('' if it does not)."""
+    if claimed is not None and claimed - read > TRUNCATION_TOLERANCE * rate:
+        return f"its header claims {_duration(claimed / rate)}, the audio ends after {_duration(read / rate)}"
+    try:
+        info = handle.extra_info
+    except Exception:  # noqa: BLE001 - a diagnostic only
+        return ""
+    lines = [line for line in info.splitlines() if "should be" in line and ":" in line]
+    lines.sort(key=lambda line: line.split(":")[0].strip().lower() != "data")
+    for line in lines:
+        if line.split(":")[0].strip().lower() in ("data", "riff", "form", "ssnd"):
+            return f"the header's data size is {' '.join(line.split(':', 1)[1].split())}"
+    return ""
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2f} s"
+
+
+def load_audio(path: str | Path, *, max_seconds: float = MAX_LOAD_SECONDS, truncated: str = "warn") -> np.ndarray:
+    """A whole file as 16 kHz mono float32 (through the same block reader as streaming), at
+    most ``max_seconds`` long."""
+    blocks = list(iter_audio_blocks(path, max_seconds=max_seconds, truncated=truncated))
     audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     if len(audio) < MIN_SAMPLES:
         raise AudioError(
             f"{path}: audio is too short ({len(audio) / SAMPLE_RATE * 1000:.1f} ms; "
             f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms needed)"
         )
+    return audio
+
+
+def load_example(path: str | Path) -> np.ndarray:
+    """An enrollment example: :func:`load_audio` that refuses a truncated file, then
+    :func:`check_example`."""
+    audio = load_audio(path, truncated="error")
+    check_example(audio, str(path))
     return audio
 
 
@@ -130,9 +337,12 @@ def prepare_samples(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, name: s
         arr = arr.astype(np.float32) / float(2 ** (8 * arr.dtype.itemsize - 1))
     elif not np.issubdtype(arr.dtype, np.floating):
         raise AudioError(f"{name}: samples of dtype {arr.dtype} are not audio")
-    mono = mix_down(arr)
+    with np.errstate(all="ignore"):
+        mono = mix_down(arr)
     check_finite(mono, name)
     if sample_rate != SAMPLE_RATE:
+        if not MIN_RATE <= sample_rate <= MAX_RATE:
+            raise AudioError(f"{name}: sample rate {sample_rate} Hz is not supported ({MIN_RATE}-{MAX_RATE} Hz)")
         mono = soxr.resample(mono, sample_rate, SAMPLE_RATE, quality=RESAMPLE_QUALITY).astype(np.float32)
     return np.ascontiguousarray(mono, dtype=np.float32)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import KwsError, UsageError
+from .keyset import parse_threshold
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 
@@ -44,22 +46,23 @@ def emit(event, as_json: bool, prefix: str = "") -> None:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from .encoders import encoder_from_identity, load_encoder
     from .enroll import enroll
-    from .keyset import load_keyset, save_keyset
+    from .keyset import check_keyword_name, locked_keyset
 
     path = Path(args.keyset)
-    keyset = load_keyset(path) if path.exists() else None
-    if args.encoder is not None:
-        encoder = load_encoder(args.encoder)
-    elif keyset is not None:
-        encoder = encoder_from_identity(keyset.encoder)
-    else:
-        encoder = load_encoder("mfcc")
     segment = tuple(args.segment) if args.segment else None
     if segment is not None and len(args.audio) != 1:
         raise UsageError("--segment cuts one recording: give exactly one AUDIO with it")
-    updated = enroll(keyset, encoder, args.name, args.audio, segment=segment, threshold=args.threshold)
-    save_keyset(updated, path)
-    kw = updated.get(args.name.strip())
+    name = check_keyword_name(args.name)
+    with locked_keyset(path) as (keyset, save):  # a concurrent enroll into this set waits here
+        if args.encoder is not None:
+            encoder = load_encoder(args.encoder)
+        elif keyset is not None:
+            encoder = encoder_from_identity(keyset.encoder)
+        else:
+            encoder = load_encoder("mfcc")
+        updated = enroll(keyset, encoder, name, args.audio, segment=segment, threshold=args.threshold)
+        save(updated)
+    kw = updated.get(name)
     cal = kw.calibration
     if kw.threshold_source == "calibrated":
         how = f"calibrated: the examples score {min(cal['positives']):.3f}-{max(cal['positives']):.3f} against each other"
@@ -102,13 +105,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_keywords(args: argparse.Namespace) -> int:
-    from .keyset import load_keyset, save_keyset
+    from .keyset import load_keyset, update_keyset
 
-    keyset = load_keyset(args.keyset)
-    if args.remove:
-        keyset = keyset.without(args.remove)
-        save_keyset(keyset, args.keyset)
-        _say(f"removed {args.remove!r} from {args.keyset}")
+    if args.remove is not None:
+        name = args.remove.strip()
+
+        def remove(keyset):
+            if keyset is None:
+                load_keyset(args.keyset)  # raises: no such keyword set
+            return keyset.without(name)
+
+        keyset = update_keyset(args.keyset, remove)
+        _say(f"removed {name!r} from {args.keyset}")
+    else:
+        keyset = load_keyset(args.keyset)
     enc = keyset.encoder
     print(f"# {args.keyset}: encoder {enc.get('kind')}" + (f" {enc.get('path')} layer {enc.get('layer')}" if enc.get("kind") == "onnx" else ""))
     for kw in keyset.keywords:
@@ -159,7 +169,7 @@ def add_live_parsers(sub) -> None:
     p.add_argument("--device", help="input device id or (part of) its name (see 'kwsstream devices'); default: the default input")
     p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
     p.add_argument("--seconds", type=float, help="stop after this many seconds (default: Ctrl-C stops)")
-    p.add_argument("--threshold", type=float, help="one threshold for every keyword (overrides the set's)")
+    p.add_argument("--threshold", type=parse_threshold, help="one threshold for every keyword (overrides the set's)")
     p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
     p.add_argument("--rate", type=int, help="open the device at this sample rate (default: the device's own)")
     p.add_argument("--queue-seconds", type=float, default=QUEUE_SECONDS,
@@ -192,13 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", help="'mfcc' (default for a new set) or an exported .onnx model")
     p.add_argument("--segment", nargs=2, type=float, metavar=("START", "END"),
                    help="seconds of the keyword inside a longer recording")
-    p.add_argument("--threshold", type=float, help="set the threshold instead of calibrating it")
+    p.add_argument("--threshold", type=parse_threshold, help="set the threshold instead of calibrating it")
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("detect", help="find enrolled keywords in audio files")
     p.add_argument("-k", "--keyset", required=True)
     p.add_argument("audio", nargs="+")
-    p.add_argument("--threshold", type=float, help="one threshold for every keyword (overrides the set's)")
+    p.add_argument("--threshold", type=parse_threshold, help="one threshold for every keyword (overrides the set's)")
     p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
     p.add_argument("--realtime", action="store_true", help="feed the audio at real time, as a microphone would")
     p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
@@ -221,9 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WarningLine(logging.Handler):
+    """The library's warnings (``kwsstream.*`` loggers: e.g. a truncated audio file) as one
+    ``kwsstream: warning: ...`` line each on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _say(f"kwsstream: warning: {record.getMessage()}")
+
+
+def _log_warnings_to_stderr() -> None:
+    logger = logging.getLogger("kwsstream")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(logging.WARNING))
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # option types that raise KwsError (--threshold) give one line
+    except KwsError as err:
+        _say(f"kwsstream: error: {err}")
+        return EXIT_USAGE
+    _log_warnings_to_stderr()
     from .matcher import limit_blas_threads
 
     limit_blas_threads()

@@ -7,7 +7,8 @@ from pathlib import Path
 from ..errors import EncoderError
 from .base import SAMPLE_RATE, Encoder, EncoderState, FrameGrid, same_identity
 
-__all__ = ["SAMPLE_RATE", "Encoder", "EncoderState", "FrameGrid", "encoder_from_identity", "load_encoder", "same_identity"]
+__all__ = ["SAMPLE_RATE", "Encoder", "EncoderState", "FrameGrid", "check_identity", "encoder_from_identity",
+           "load_encoder", "same_identity"]
 
 
 def load_encoder(spec: str | Path, *, threads: int | None = None) -> Encoder:
@@ -25,20 +26,37 @@ def load_encoder(spec: str | Path, *, threads: int | None = None) -> Encoder:
     raise EncoderError(f"{text}: unknown encoder (use 'mfcc' or the path of an exported .onnx model)")
 
 
-def encoder_from_identity(identity: dict, *, threads: int | None = None) -> Encoder:
-    """The encoder a keyword set was enrolled with (for ONNX: the model file it names, which
-    the caller then checks against the stored sha256 via :func:`same_identity`)."""
+def check_identity(identity: object) -> int | None:
+    """Validate a stored encoder identity by its kind (types, ranges, sizes), building nothing;
+    returns the frame width it implies. Raises :class:`EncoderError` (no file named: the keyword
+    set loader adds its own)."""
+    if not isinstance(identity, dict):
+        raise EncoderError("the encoder identity is not an object")
     kind = identity.get("kind")
     if kind == "mfcc":
-        from .mfcc import MfccEncoder, MfccOptions
+        from .mfcc import options_from_identity
 
-        fields = MfccOptions.__dataclass_fields__
-        return MfccEncoder(MfccOptions(**{k: v for k, v in identity.items() if k in fields}))
+        return options_from_identity(identity).n_mfcc
     if kind == "onnx":
-        path = identity.get("path")
-        if not path or not Path(path).exists():
-            raise EncoderError(
-                f"{path}: the ONNX model this keyword set was enrolled with is not there (pass --encoder PATH)"
-            )
-        return load_encoder(path, threads=threads)
+        from .onnx import check_identity as check_onnx
+
+        return check_onnx(identity)
     raise EncoderError(f"unknown encoder kind {kind!r} in keyword set")
+
+
+def encoder_from_identity(identity: dict, *, threads: int | None = None) -> Encoder:
+    """The encoder a keyword set was enrolled with (for ONNX: the model file it names, which
+    the caller then checks against the stored sha256 via :func:`same_identity`). The identity
+    is checked first (:func:`check_identity`)."""
+    check_identity(identity)
+    kind = identity.get("kind")
+    if kind == "mfcc":
+        from .mfcc import MfccEncoder, options_from_identity
+
+        return MfccEncoder(options_from_identity(identity))
+    path = identity["path"]
+    if not Path(path).is_file():
+        raise EncoderError(
+            f"{path}: the ONNX model this keyword set was enrolled with is not there (pass --encoder PATH)"
+        )
+    return load_encoder(path, threads=threads)

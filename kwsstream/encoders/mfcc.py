@@ -26,7 +26,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import EncoderError, UsageError
 from ..framing import WindowFramer
 from .base import SAMPLE_RATE, FrameGrid
 
@@ -36,6 +36,10 @@ GROUP = 10  # windows computed together (0.1 s); fixed so results don't depend o
 LOG_FLOOR = 1e-10  # power floor before the log, as librosa.power_to_db's amin
 DEFAULT_THRESHOLD = 0.41
 """Base detection threshold (normalised S-DTW cost), measured: see kwsstream/enroll.py."""
+MAX_MELS = 256
+"""Most mel bands (the 400-point FFT has 201 bins)."""
+MAX_CMN_SECONDS = 3600.0
+MAX_C0_WEIGHT = 100.0
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,58 @@ class MfccOptions:
     c0_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_mfcc <= self.n_mels:
-            raise UsageError(f"n_mfcc={self.n_mfcc} must be between 1 and n_mels={self.n_mels}")
-        if not 0 <= self.fmin < self.fmax <= SAMPLE_RATE / 2:
-            raise UsageError(f"mel band edges {self.fmin}-{self.fmax} Hz are out of range")
-        if self.cmn_seconds is not None and self.cmn_seconds <= 0:
-            raise UsageError(f"cmn_seconds={self.cmn_seconds} must be positive (or None)")
+        problem = _options_problem(self)
+        if problem:
+            raise UsageError(problem)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and bool(np.isfinite(value)))
+
+
+def _options_problem(o: MfccOptions) -> str | None:
+    """What is wrong with ``o`` (types and ranges), or None."""
+    if not _is_int(o.n_mels) or not 1 <= o.n_mels <= MAX_MELS:
+        return f"n_mels={o.n_mels!r} must be a whole number from 1 to {MAX_MELS}"
+    if not _is_int(o.n_mfcc) or not 1 <= o.n_mfcc <= o.n_mels:
+        return f"n_mfcc={o.n_mfcc!r} must be a whole number between 1 and n_mels={o.n_mels}"
+    if not _is_number(o.fmin) or not _is_number(o.fmax) or not 0 <= o.fmin < o.fmax <= SAMPLE_RATE / 2:
+        return f"mel band edges {o.fmin!r}-{o.fmax!r} Hz are out of range (0 <= fmin < fmax <= {SAMPLE_RATE // 2})"
+    if o.cmn_seconds is not None and (not _is_number(o.cmn_seconds) or not 0 < o.cmn_seconds <= MAX_CMN_SECONDS):
+        return f"cmn_seconds={o.cmn_seconds!r} must be a positive number of seconds up to {MAX_CMN_SECONDS:g} (or None)"
+    if not _is_number(o.c0_weight) or not 0 <= o.c0_weight <= MAX_C0_WEIGHT:
+        return f"c0_weight={o.c0_weight!r} must be a number from 0 to {MAX_C0_WEIGHT:g}"
+    return None
+
+
+def options_from_identity(identity: dict[str, Any]) -> MfccOptions:
+    """The options of a stored MFCC identity (``{"kind": "mfcc", "window", "hop", ...options}``),
+    every field type- and range-checked. Raises :class:`EncoderError` (no file named: the caller
+    adds it)."""
+    fields = MfccOptions.__dataclass_fields__
+    unknown = sorted(str(k) for k in identity if k not in fields and k not in ("kind", "window", "hop"))
+    if unknown:
+        raise EncoderError(f"unknown MFCC setting {unknown[0]!r}")
+    missing = [k for k in ("window", "hop", *fields) if k not in identity]
+    if missing:
+        raise EncoderError(f"MFCC setting {missing[0]!r} is missing")
+    for key, fixed in (("window", WINDOW), ("hop", HOP)):
+        value = identity[key]
+        if not _is_int(value) or value != fixed:
+            raise EncoderError(f"MFCC {key} {value!r} is not supported (this kwsstream uses {fixed} samples)")
+    values = {k: identity[k] for k in fields}
+    candidate = object.__new__(MfccOptions)
+    for k, v in values.items():
+        object.__setattr__(candidate, k, v)
+    problem = _options_problem(candidate)
+    if problem:
+        raise EncoderError(f"MFCC {problem}")
+    return MfccOptions(**values)
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

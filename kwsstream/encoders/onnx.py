@@ -15,6 +15,7 @@ once per window. A local model (``context = local``) runs on back-to-back blocks
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,29 @@ class StreamOptions:
     window: float | None = None
     hop: float | None = None
     lookahead: float | None = None
+
+
+MAX_PATH_CHARS = 4096
+MAX_DIM = 8192
+
+
+def check_identity(identity: dict[str, Any]) -> int:
+    """Type- and range-check a stored ONNX identity (what :meth:`OnnxEncoder.identity` writes)
+    before anything is built from it; returns its frame width. Raises :class:`EncoderError` (no
+    file named: the caller adds it)."""
+    path, sha, layer, dim = (identity.get(k) for k in ("path", "sha256", "layer", "dim"))
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\0" in path:
+        raise EncoderError(f"ONNX model path {path!r} is not a file path")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise EncoderError(f"ONNX model sha256 {sha!r} is not 64 hex digits")
+    if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= 10_000:
+        raise EncoderError(f"ONNX layer {layer!r} is not a whole number >= 0")
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= MAX_DIM:
+        raise EncoderError(f"ONNX frame width {dim!r} is not a whole number from 1 to {MAX_DIM}")
+    for key in ("layer_convention", "precision", "source_model"):
+        if key in identity and not isinstance(identity[key], str):
+            raise EncoderError(f"ONNX {key} {identity[key]!r} is not a string")
+    return dim
 
 
 def file_sha256(path: Path) -> str:
