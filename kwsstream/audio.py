@@ -270,7 +270,10 @@ def _read_blocks(path: Path, name: str, native: _NativeStderr, block_seconds: fl
             yield tail
         short = _truncation(handle, claimed, read, rate)
     if total == 0:
-        raise AudioError(f"{name}: audio is empty")
+        raise AudioError(f"{name}: audio is empty" + (f" (the file is truncated: {short})" if short else ""))
+    if total < MIN_SAMPLES:
+        raise AudioError(f"{name}: audio is too short ({total / SAMPLE_RATE * 1000:.1f} ms; at least "
+                         f"{MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms needed)" + (f"; the file is truncated: {short}" if short else ""))
     problems = []
     if short:
         if truncated == "error":

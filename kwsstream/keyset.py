@@ -469,7 +469,7 @@ def _read_npy(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np
         nbytes = count * dtype.itemsize
         if nbytes > limit:
             raise KeysetError(f"{path}: array {label!r} claims {nbytes} bytes, over the limit ({limit})")
-        if label == "frames" and not 1 <= shape[1] <= MAX_DIM:
+        if label == "frames" and not (1 <= shape[1] <= MAX_DIM or shape == (0, 0)):
             raise KeysetError(f"{path}: frames are {shape[1]} wide (1 to {MAX_DIM} allowed)")
         if fh.tell() + nbytes != info.file_size:
             raise _not_a_set(path, f"array {label!r} holds {info.file_size - fh.tell()} bytes of data, "
@@ -553,7 +553,7 @@ def _from_header(path: Path, header: Any, frames: np.ndarray) -> KeywordSet:
         raise bad(f"encoder identity: {err}") from None
     if frames.dtype != np.float32 or frames.ndim != 2:
         raise bad(f"template frames must be float32 (n, dim), got {frames.dtype} {frames.shape}")
-    if not 1 <= frames.shape[1] <= MAX_DIM:
+    if not (1 <= frames.shape[1] <= MAX_DIM or frames.shape == (0, 0)):
         raise bad(f"template frames are {frames.shape[1]} wide (1 to {MAX_DIM} allowed)")
     if dim is not None and len(frames) and frames.shape[1] != dim:
         raise bad(f"template frames are {frames.shape[1]} wide; encoder {encoder['kind']} gives {dim}")

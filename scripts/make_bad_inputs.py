@@ -273,6 +273,16 @@ def audio_cases(out: Path) -> dict[str, Case]:
     sf.write(silence, np.zeros(16_000, np.float32), 16_000, subtype="PCM_16")
     cases[silence.name] = Case("audio", "digital silence", "digital silence")
 
+    noisy = out / "damaged_frames.mp3"
+    sf.write(noisy, speech, 16_000, format="MP3")
+    data = bytearray(noisy.read_bytes())
+    rng = np.random.default_rng(0)
+    for at in rng.integers(len(data) // 3, len(data), 6):
+        data[at] = int(rng.integers(0, 256))
+    noisy.write_bytes(bytes(data))
+    cases[noisy.name] = Case("audio", "an MP3 with damaged frames (libmpg123 prints errors)", "decoder reported",
+                             "warned")
+
     huge = out / "float_overflow.wav"
     loud = np.full((16_000, 2), 3e38, np.float32)
     sf.write(huge, loud, 16_000, subtype="FLOAT")
