@@ -84,14 +84,14 @@ def test_detect_on_damaged_audio_warns_in_one_line_without_library_noise(bad, ke
 
 
 def test_enroll_from_the_lying_mp3_stays_small(bad, tmp_path, capfd):
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    code, _, err = cli(capfd, "enroll", "-k", tmp_path / "a.kws", "hola", bad[0] / "xing_frames.mp3")
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mb < 200, grown_mb
-    assert code in (0, 2), err
-    assert len([line for line in err.splitlines() if "error" in line]) <= 1
+    """It once took 4 GB: load_audio kept the re-yielded buffer for the header's 84 hours."""
+    path = bad[0] / "xing_frames.mp3"
+    assert len(load_audio(path)) < 2 * 16_000
+    started = time.monotonic()
+    code, _, err = cli(capfd, "enroll", "-k", tmp_path / "a.kws", "hola", path)
+    assert time.monotonic() - started < 30
+    assert code in (0, 2), err  # enrolled with a warning, or refused by enrollment's own checks
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("name", ["cut_mid_frame.wav", "xing_frames.mp3"])
