@@ -103,7 +103,7 @@ def corpus_stats(frames: np.ndarray) -> CorpusStats:
 
 @numba.njit(parallel=True, cache=True)
 def score_block(products, s_off, frame_add, frame_scale, cell_add, cell_scale,
-                row_offset, row_width, last_cell, length, out):  # pragma: no cover - compiled
+                row_offset, row_width, last_cell, length, row_lo, row_hi, out):  # pragma: no cover - compiled
     """Best S-DTW score of every query (template) in every sentence of one block, parallel over
     sentences, each sentence streamed through the runtime's ``sdtw.advance_columns``.
 
@@ -111,7 +111,8 @@ def score_block(products, s_off, frame_add, frame_scale, cell_add, cell_scale,
     cells (flat layout of ``kwsstream.matcher.Templates``); s_off: (S + 1,) int64 offsets of each
     sentence's frames in ``products``. The local distance of frame f and cell c is
     ``1 - (products[f, c] + frame_add[f] + cell_add[c]) * frame_scale[f] * cell_scale[c]``.
-    row_offset, row_width, last_cell, length: the layout (see ``sdtw.advance_columns``).
+    row_offset, row_width, last_cell, length, row_lo, row_hi: the layout and warping band (see
+    ``sdtw.advance_columns``).
     out: (T, S) float32, the minimum over end frames of the normalised end score.
     """
     n_cells = products.shape[1]
@@ -126,6 +127,7 @@ def score_block(products, s_off, frame_add, frame_scale, cell_add, cell_scale,
         dist = np.empty((CHUNK_FRAMES, n_cells), np.float32)
         score = np.empty((CHUNK_FRAMES, n_templates), np.float32)
         start = np.empty((CHUNK_FRAMES, n_templates), np.int64)
+        gate = np.ones(CHUNK_FRAMES, np.bool_)
         for k0 in range(0, n, CHUNK_FRAMES):
             k1 = min(n, k0 + CHUNK_FRAMES)
             for k in range(k1 - k0):
@@ -134,8 +136,8 @@ def score_block(products, s_off, frame_add, frame_scale, cell_add, cell_scale,
                 fs = frame_scale[f]
                 for c in range(n_cells):
                     dist[k, c] = one - (products[f, c] + fa + cell_add[c]) * fs * cell_scale[c]
-            sdtw.advance_columns(dist[:k1 - k0], k0, row_offset, row_width, last_cell, length, col, col_start,
-                                 score[:k1 - k0], start[:k1 - k0])
+            sdtw.advance_columns(dist[:k1 - k0], k0, row_offset, row_width, last_cell, length, row_lo, row_hi,
+                                 gate[:k1 - k0], col, col_start, score[:k1 - k0], start[:k1 - k0])
             for k in range(k1 - k0):
                 for t in range(n_templates):
                     best[t] = min(best[t], score[k, t])
@@ -257,7 +259,7 @@ def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences:
             t = clock.add("distances", t)
             best = np.empty((tpl.n_templates, b - a), np.float32)
             score_block(products, local, frame_add, frame_scale, cell[norm][0], cell[norm][1],
-                        tpl.row_offset, tpl.row_width, tpl.last_cell, tpl.length, best)
+                        tpl.row_offset, tpl.row_width, tpl.last_cell, tpl.length, tpl.row_lo, tpl.row_hi, best)
             scores[norm][tpl.order, a:b] = best
             t = clock.add("dtw", t)
     out, first = [], 0

@@ -19,6 +19,50 @@ from . import __version__
 from .errors import KwsError, UsageError
 from .keyset import parse_threshold
 
+
+def parse_threshold_option(text: str) -> tuple[str | None, float]:
+    """``--threshold T`` (every keyword) or ``--threshold NAME=T`` (one keyword), repeatable."""
+    name, sep, value = text.rpartition("=")
+    return (name.strip() if sep else None), parse_threshold(value)
+
+
+def parse_rate(text: str) -> float:
+    """``--fa-per-hour R``: a target number of false alarms per hour per keyword."""
+    from .calibrate import check_fa_per_hour
+
+    try:
+        return check_fa_per_hour(float(text))
+    except ValueError:
+        raise UsageError(f"--fa-per-hour {text!r} is not a number") from None
+
+
+def _spotter(args: argparse.Namespace):
+    """The spotter of ``args.keyset`` with ``--encoder`` and the ``--threshold`` overrides."""
+    from .encoders import load_encoder
+    from .keyset import load_keyset
+    from .spotter import Spotter
+
+    keyset = load_keyset(args.keyset)
+    thresholds: dict[str, float] = {}
+    for name, value in args.threshold or []:
+        names = [kw.name for kw in keyset.keywords] if name is None else [name]
+        thresholds.update({n: value for n in names})
+    encoder = load_encoder(args.encoder) if args.encoder else None
+    return Spotter(keyset, encoder, thresholds=thresholds or None)
+
+
+def describe_threshold(kw) -> str:
+    """How a keyword's threshold was set, in words."""
+    cal = kw.calibration
+    expected = cal.get("expected_fa_per_hour")
+    rate = f"~{max(expected, 0.01):.2g} false alarms/hour expected on {cal.get('background')} background " \
+           f"({60 * cal.get('background_hours', 0):.0f} min)" if expected is not None else ""
+    if kw.threshold_source == "calibrated" and cal.get("method") == "fa-rate":
+        return f"calibrated to {cal['fa_per_hour']:g} false alarms/hour: {rate}"
+    if kw.threshold_source == "user":
+        return "set by you" + (f"; {rate}" if rate else "")
+    return f"{kw.threshold_source} (set by an older kwsstream: 'kwsstream calibrate' sets it to a false-alarm rate)"
+
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 
 
@@ -44,6 +88,7 @@ def emit(event, as_json: bool, prefix: str = "") -> None:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    from .calibrate import Background
     from .encoders import encoder_from_identity, load_encoder
     from .enroll import enroll
     from .keyset import check_keyword_name, locked_keyset
@@ -60,30 +105,46 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             encoder = encoder_from_identity(keyset.encoder)
         else:
             encoder = load_encoder("mfcc")
-        updated = enroll(keyset, encoder, name, args.audio, segment=segment, threshold=args.threshold)
+        background = Background.files(args.background) if args.background else None
+        updated = enroll(keyset, encoder, name, args.audio, segment=segment, threshold=args.threshold,
+                         background=background, fa_per_hour=args.fa_per_hour)
         save(updated)
     kw = updated.get(name)
-    cal = kw.calibration
-    if kw.threshold_source == "calibrated":
-        how = f"calibrated: the examples score {min(cal['positives']):.3f}-{max(cal['positives']):.3f} against each other"
-    else:
-        how = {"user": "set by you", "default": f"{encoder.name}'s base: one example gives nothing to calibrate on"}[
-            kw.threshold_source
-        ]
     _say(
         f"enrolled {kw.name!r} with {len(args.audio)} new example(s) ({len(kw.templates)} in all) into {path} "
-        f"[{encoder.name}]; threshold {kw.threshold:.3f} ({how})"
+        f"[{encoder.name}]; threshold {kw.threshold:.3f} ({describe_threshold(kw)})"
     )
+    if kw.calibration.get("warning"):
+        _say(f"kwsstream: warning: {kw.calibration['warning']}")
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import Background
+    from .encoders import encoder_from_identity, load_encoder
+    from .enroll import calibrate_keywords
+    from .keyset import load_keyset, locked_keyset
+
+    with locked_keyset(args.keyset) as (keyset, save):
+        if keyset is None:
+            load_keyset(args.keyset)  # raises: no such keyword set
+        encoder = load_encoder(args.encoder) if args.encoder else encoder_from_identity(keyset.encoder)
+        background = Background.files(args.background) if args.background else None
+        updated = calibrate_keywords(keyset, encoder, args.keyword or None, background=background,
+                                     fa_per_hour=args.fa_per_hour, keep_user=False)
+        save(updated)
+    for kw in updated.keywords:
+        if not args.keyword or kw.name in args.keyword:
+            _say(f"{kw.name}: threshold {kw.threshold:.3f} ({describe_threshold(kw)})")
+            if kw.calibration.get("warning"):
+                _say(f"kwsstream: warning: {kw.calibration['warning']}")
     return EXIT_OK
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from .audio import iter_audio_blocks
-    from .encoders import load_encoder
-    from .spotter import Spotter
 
-    encoder = load_encoder(args.encoder) if args.encoder else None
-    spotter = Spotter.load(args.keyset, encoder=encoder, thresholds=args.threshold)
+    spotter = _spotter(args)
     total = 0
     for audio in args.audio:
         stream = spotter.create_stream(source=str(audio))
@@ -105,41 +166,48 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_keywords(args: argparse.Namespace) -> int:
+    from .enroll import set_sensitivity
     from .keyset import load_keyset, update_keyset
 
-    if args.remove is not None:
-        name = args.remove.strip()
+    if (args.set is not None) != (args.threshold is not None or args.fa_per_hour is not None):
+        raise UsageError("--set NAME takes --threshold T or --fa-per-hour R (and they need --set NAME)")
+    if args.remove is not None or args.set is not None:
 
-        def remove(keyset):
+        def change(keyset):
             if keyset is None:
                 load_keyset(args.keyset)  # raises: no such keyword set
-            return keyset.without(name)
+            if args.remove is not None:
+                return keyset.without(args.remove)
+            return set_sensitivity(keyset, args.set.strip(), threshold=args.threshold, fa_per_hour=args.fa_per_hour)
 
-        keyset = update_keyset(args.keyset, remove)
-        _say(f"removed {name!r} from {args.keyset}")
+        keyset = update_keyset(args.keyset, change)
+        if args.remove is not None:
+            _say(f"removed {args.remove.strip()!r} from {args.keyset}")
+        else:
+            kw = keyset.get(args.set.strip())
+            _say(f"{kw.name}: threshold {kw.threshold:.3f} ({describe_threshold(kw)})")
     else:
         keyset = load_keyset(args.keyset)
     enc = keyset.encoder
     print(f"# {args.keyset}: encoder {enc.get('kind')}" + (f" {enc.get('path')} layer {enc.get('layer')}" if enc.get("kind") == "onnx" else ""))
     for kw in keyset.keywords:
         seconds = [len(t.frames) for t in kw.templates]
-        print(f"{kw.name}\tthreshold={kw.threshold:.3f} ({kw.threshold_source})\ttemplates={len(kw.templates)}\tframes={seconds}")
+        expected = kw.calibration.get("expected_fa_per_hour")
+        rate = f"\texpected_fa_per_hour={max(expected, 0.01):.2g}" if expected is not None else ""
+        print(f"{kw.name}\tthreshold={kw.threshold:.3f} ({kw.threshold_source}){rate}\ttemplates={len(kw.templates)}\tframes={seconds}")
     return EXIT_OK
 
 
 # --- live audio: listen, devices (kwsstream/live.py, kwsstream/sources.py) ---------------------
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from .encoders import load_encoder
     from .live import ListenOptions, listen_microphone
     from .sources import native_stderr_silenced
-    from .spotter import Spotter
 
     options = ListenOptions(device=args.device, rate=args.rate, seconds=args.seconds, queue_seconds=args.queue_seconds,
                             stall=tuple(args.debug_stall) if args.debug_stall else None)
     try:
-        encoder = load_encoder(args.encoder) if args.encoder else None
-        spotter = Spotter.load(args.keyset, encoder=encoder, thresholds=args.threshold)
+        spotter = _spotter(args)
         with native_stderr_silenced():
             listen_microphone(spotter, options, on_event=lambda e: emit(e, args.json, prefix="heard "), say=_say)
     except KeyboardInterrupt:  # before the stream started listening (a started one stops cleanly)
@@ -169,7 +237,8 @@ def add_live_parsers(sub) -> None:
     p.add_argument("--device", help="input device id or (part of) its name (see 'kwsstream devices'); default: the default input")
     p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
     p.add_argument("--seconds", type=float, help="stop after this many seconds (default: Ctrl-C stops)")
-    p.add_argument("--threshold", type=parse_threshold, help="one threshold for every keyword (overrides the set's)")
+    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T",
+                   help="detection threshold: T for every keyword or NAME=T for one (repeatable; overrides the set's; higher: more detections)")
     p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
     p.add_argument("--rate", type=int, help="open the device at this sample rate (default: the device's own)")
     p.add_argument("--queue-seconds", type=float, default=QUEUE_SECONDS,
@@ -190,6 +259,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(fast=args.fast, as_json=args.json, recording=args.recording, encoder=args.encoder)
 
 
+def add_calibration_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
+                   help="target false alarms per hour per keyword (default: the keyword's earlier target, else 1; "
+                        "higher: more detections and more false alarms)")
+    p.add_argument("--background", nargs="+", metavar="AUDIO",
+                   help="keyword-free recordings to count false alarms on (default: the bundled background: "
+                        "Russian speech, music, noise); e.g. ten minutes of your television")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kwsstream", description="Streaming query-by-example keyword spotting.")
     parser.add_argument("--version", action="version", version=f"kwsstream {__version__}")
@@ -202,21 +280,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", help="'mfcc' (default for a new set) or an exported .onnx model")
     p.add_argument("--segment", nargs=2, type=float, metavar=("START", "END"),
                    help="seconds of the keyword inside a longer recording")
-    p.add_argument("--threshold", type=parse_threshold, help="set the threshold instead of calibrating it")
+    p.add_argument("--threshold", type=parse_threshold, help="set the threshold instead of calibrating it (higher: more detections)")
+    add_calibration_options(p)
     p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("calibrate", help="set thresholds to a false-alarm rate on background audio")
+    p.add_argument("-k", "--keyset", required=True, help="keyword set file")
+    p.add_argument("--keyword", action="append", metavar="NAME", help="calibrate only this keyword (repeatable)")
+    p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
+    add_calibration_options(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("detect", help="find enrolled keywords in audio files")
     p.add_argument("-k", "--keyset", required=True)
     p.add_argument("audio", nargs="+")
-    p.add_argument("--threshold", type=parse_threshold, help="one threshold for every keyword (overrides the set's)")
+    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T",
+                   help="detection threshold: T for every keyword or NAME=T for one (repeatable; overrides the set's; higher: more detections)")
     p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
     p.add_argument("--realtime", action="store_true", help="feed the audio at real time, as a microphone would")
     p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("keywords", help="list (or remove) the keywords of a set")
-    p.add_argument("-k", "--keyset", required=True)
-    p.add_argument("--remove", metavar="NAME")
+    p = sub.add_parser("keywords", help="list the keywords of a set; remove one, or change its threshold without audio")
+    p.add_argument("-k", "--keyset", required=True, help="keyword set file")
+    change = p.add_mutually_exclusive_group()
+    change.add_argument("--remove", metavar="NAME", help="remove this keyword from the set")
+    change.add_argument("--set", metavar="NAME", help="change this keyword's --threshold or --fa-per-hour")
+    p.add_argument("--threshold", type=parse_threshold, help="with --set: the keyword's threshold (higher: more detections)")
+    p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
+                   help="with --set: move the threshold to this many expected false alarms per hour (higher: more detections)")
     p.set_defaults(func=cmd_keywords)
 
     p = sub.add_parser("demo", help="enroll the bundled examples and spot them live (microphone, else the bundled recording)")

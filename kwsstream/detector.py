@@ -1,14 +1,16 @@
-"""From running match scores to detections: threshold, local minimum, refractory period.
+"""From running match scores to detections: threshold, local minimum, one event per spoken word.
 
 Per keyword, frame by frame, the score is the best (lowest) normalised S-DTW cost of any of its
-templates at that frame. A small state machine per keyword:
+templates at that frame (:func:`best_per_keyword`). A small state machine per keyword
+(:class:`DetectorState`, kernel :func:`_detect`):
 
 * **idle** — when the score falls below the keyword's threshold, a *candidate* opens with that
-  score, its start and end frame.
+  score, the start and end frame of its match and its template.
 * **candidate** — a lower score replaces the candidate; once ``lookahead`` frames have passed
   with no lower score, the candidate is a local minimum and is emitted as a detection.
-* **refractory** — after a detection the keyword stays silent until ``refractory`` frames after
-  the detection's end (one spoken keyword, one event).
+* **after a detection** — the keyword stays silent until ``refractory`` frames after the
+  detection's end, and for good for every match that *starts* at or before that end: the same
+  spoken word, matched again by a path that ran on past it, never gives a second event.
 
 The look-ahead is the detector's latency. ``flush`` emits an open candidate at the end of a stream.
 """
@@ -22,7 +24,8 @@ import numpy as np
 
 from .errors import UsageError
 
-EVENT_FIELDS = 5  # keyword, template (layout position), start frame, end frame, cost bits
+EVENT_FIELDS = 5
+"""Columns of an event row: keyword, template (layout position), start frame, end frame, cost."""
 
 
 @dataclass(frozen=True)
@@ -36,87 +39,125 @@ class DetectorOptions:
     refractory: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.lookahead < 0 or self.refractory < 0:
-            raise UsageError(f"lookahead ({self.lookahead}) and refractory ({self.refractory}) must be >= 0")
+        if not (np.isfinite(self.lookahead) and np.isfinite(self.refractory)) or self.lookahead < 0 or self.refractory < 0:
+            raise UsageError(f"lookahead ({self.lookahead}) and refractory ({self.refractory}) must be finite and >= 0")
 
 
 @numba.njit(cache=True)
-def _detect(score, start, frame0, keyword_of, threshold, lookahead, refractory, state_f, state_i, out):  # pragma: no cover
-    """Run the per-keyword state machines over a block.
+def best_per_keyword(score, start, keyword_of, n_keywords):  # pragma: no cover - compiled
+    """Per frame and keyword, the best of its templates.
 
-    score, start: (n, T) per-template normalised costs and start frames; frame0: stream index of
-    row 0; keyword_of: (T,) keyword of each template; threshold: (K,).
-    state_f: (K,) float32 candidate cost (inf = idle); state_i: (K, 4) int64 candidate start,
-    candidate end, candidate template, silent-until frame.
-    out: (capacity, 5) float64 events written (keyword, template, start, end, cost).
-    Returns the number of events written.
+    score, start: (n, T) per-template normalised costs and start frames; keyword_of: (T,).
+    Returns (score (n, K) float32, start (n, K) int64, template (n, K) int64: the layout position
+    of the best template, -1 where none has a finite score).
     """
     n, n_t = score.shape
-    n_k = threshold.shape[0]
-    best = np.empty(n_k, np.float32)
-    best_t = np.empty(n_k, np.int64)
+    k_score = np.full((n, n_keywords), np.inf, np.float32)
+    k_start = np.zeros((n, n_keywords), np.int64)
+    k_tpl = np.full((n, n_keywords), -1, np.int64)
+    for r in range(n):
+        for t in range(n_t):
+            k = keyword_of[t]
+            if score[r, t] < k_score[r, k]:
+                k_score[r, k] = score[r, t]
+                k_start[r, k] = start[r, t]
+                k_tpl[r, k] = t
+    return k_score, k_start, k_tpl
+
+
+@numba.njit(cache=True)
+def _detect(score, start, template, frame0, threshold, lookahead, refractory,
+            cand_cost, cand_start, cand_end, cand_tpl, quiet_until, last_end, out):  # pragma: no cover
+    """Run the per-keyword state machines over a block of per-keyword scores.
+
+    score, start, template: (n, K) from :func:`best_per_keyword`; frame0: stream index of row 0;
+    threshold: (K,) float32.
+    State, (K,) each, read and written: cand_cost float32 (+inf: no candidate), cand_start,
+    cand_end, cand_tpl int64 (the open candidate); quiet_until int64 (no candidate before this
+    frame: refractory); last_end int64 (end frame of the last detection: a match must start after
+    it).
+    out: (capacity, EVENT_FIELDS) float64 events written (keyword, template, start, end, cost).
+    Returns the number of events written.
+    """
+    n, n_k = score.shape
     n_out = 0
     for r in range(n):
         j = frame0 + r
         for k in range(n_k):
-            best[k] = np.inf
-            best_t[k] = -1
-        for t in range(n_t):
-            k = keyword_of[t]
-            if score[r, t] < best[k]:
-                best[k] = score[r, t]
-                best_t[k] = t
-        for k in range(n_k):
-            if j < state_i[k, 3]:
-                continue
-            if best[k] < threshold[k] and best[k] < state_f[k]:
-                state_f[k] = best[k]
-                state_i[k, 0] = start[r, best_t[k]]
-                state_i[k, 1] = j
-                state_i[k, 2] = best_t[k]
-            if state_f[k] < np.inf and j - state_i[k, 1] >= lookahead:
+            s = score[r, k]
+            if (j >= quiet_until[k] and start[r, k] > last_end[k] and s < threshold[k]
+                    and s < cand_cost[k]):
+                cand_cost[k] = s
+                cand_start[k] = start[r, k]
+                cand_end[k] = j
+                cand_tpl[k] = template[r, k]
+            if cand_cost[k] < np.inf and j - cand_end[k] >= lookahead:
                 out[n_out, 0] = k
-                out[n_out, 1] = state_i[k, 2]
-                out[n_out, 2] = state_i[k, 0]
-                out[n_out, 3] = state_i[k, 1]
-                out[n_out, 4] = state_f[k]
+                out[n_out, 1] = cand_tpl[k]
+                out[n_out, 2] = cand_start[k]
+                out[n_out, 3] = cand_end[k]
+                out[n_out, 4] = cand_cost[k]
                 n_out += 1
-                state_i[k, 3] = state_i[k, 1] + refractory + 1
-                state_f[k] = np.inf
+                quiet_until[k] = cand_end[k] + refractory + 1
+                last_end[k] = cand_end[k]
+                cand_cost[k] = np.inf
     return n_out
 
 
 class DetectorState:
-    """One stream's detector state, for keywords whose thresholds and template→keyword map are
-    fixed when the stream is made."""
+    """One stream's detector state, for keywords whose thresholds are fixed when the stream is
+    made. Feed it per-keyword scores (:func:`best_per_keyword`)."""
 
-    def __init__(self, keyword_of: np.ndarray, thresholds: np.ndarray, frame_rate: float, options: DetectorOptions):
-        self.keyword_of = np.asarray(keyword_of, np.int64)
+    def __init__(self, thresholds: np.ndarray, frame_rate: float, options: DetectorOptions):
         self.thresholds = np.asarray(thresholds, np.float32)
+        if self.thresholds.ndim != 1:
+            raise UsageError(f"thresholds must be one value per keyword, got shape {self.thresholds.shape}")
         self.lookahead = int(round(options.lookahead * frame_rate))
         self.refractory = int(round(options.refractory * frame_rate))
         self.reset()
 
-    def reset(self) -> None:
-        n_k = len(self.thresholds)
-        self._cand_cost = np.full(n_k, np.inf, np.float32)
-        self._cand = np.zeros((n_k, 4), np.int64)
+    @property
+    def n_keywords(self) -> int:
+        return len(self.thresholds)
 
-    def push(self, score: np.ndarray, start: np.ndarray, frame0: int) -> np.ndarray:
-        """Feed a block of scores; returns the events completed, ``(n, 5)`` float64 rows of
-        (keyword, template, start frame, end frame, cost)."""
+    def reset(self) -> None:
+        n_k = self.n_keywords
+        self.cand_cost = np.full(n_k, np.inf, np.float32)
+        self.cand_start = np.zeros(n_k, np.int64)
+        self.cand_end = np.zeros(n_k, np.int64)
+        self.cand_tpl = np.zeros(n_k, np.int64)
+        self.quiet_until = np.zeros(n_k, np.int64)
+        self.last_end = np.full(n_k, -1, np.int64)
+
+    def push(self, score: np.ndarray, start: np.ndarray, template: np.ndarray, frame0: int) -> np.ndarray:
+        """Feed a block of per-keyword scores ``(n, K)``; returns the events completed, ``(m, 5)``
+        float64 rows of (keyword, template, start frame, end frame, cost)."""
         if len(score) == 0:
             return np.zeros((0, EVENT_FIELDS))
-        capacity = len(score) * len(self.thresholds) + len(self.thresholds)
-        out = np.empty((capacity, EVENT_FIELDS))
-        n = _detect(score, start, frame0, self.keyword_of, self.thresholds, self.lookahead,
-                    self.refractory, self._cand_cost, self._cand, out)
+        if score.shape[1] != self.n_keywords:
+            raise UsageError(f"scores for {score.shape[1]} keywords, detector has {self.n_keywords}")
+        out = np.empty((len(score) * self.n_keywords + self.n_keywords, EVENT_FIELDS))
+        n = _detect(np.ascontiguousarray(score, np.float32), np.ascontiguousarray(start, np.int64),
+                    np.ascontiguousarray(template, np.int64), int(frame0), self.thresholds, self.lookahead,
+                    self.refractory, self.cand_cost, self.cand_start, self.cand_end, self.cand_tpl,
+                    self.quiet_until, self.last_end, out)
         return out[:n]
 
     def flush(self) -> np.ndarray:
-        """End of stream: emit the open candidates."""
-        open_k = np.flatnonzero(np.isfinite(self._cand_cost))
-        rows = [(k, self._cand[k, 2], self._cand[k, 0], self._cand[k, 1], self._cand_cost[k]) for k in open_k]
-        self._cand_cost[:] = np.inf
+        """End of stream: emit the open candidates (in order of their end frames)."""
+        open_k = np.flatnonzero(np.isfinite(self.cand_cost))
+        rows = [(k, self.cand_tpl[k], self.cand_start[k], self.cand_end[k], self.cand_cost[k]) for k in open_k]
+        for k in open_k:
+            self.last_end[k] = self.cand_end[k]
+        self.cand_cost[:] = np.inf
         out = np.array(rows, np.float64).reshape(-1, EVENT_FIELDS)
         return out[np.argsort(out[:, 3], kind="stable")]
+
+
+def detect_offline(score: np.ndarray, start: np.ndarray, template: np.ndarray, thresholds: np.ndarray,
+                   frame_rate: float, options: DetectorOptions = DetectorOptions()) -> np.ndarray:
+    """The detector over a whole recorded score trace at once (what a stream would have emitted
+    with these thresholds): the events of :meth:`DetectorState.push` and :meth:`flush`."""
+    state = DetectorState(thresholds, frame_rate, options)
+    rows = state.push(score, start, template, 0)
+    return np.concatenate([rows, state.flush()])

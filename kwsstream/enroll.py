@@ -4,23 +4,11 @@ Each example recording is encoded whole (contextual encoders see all of it), the
 frames are kept: those of ``segment`` when given, else those between the first and last frame
 with speech energy (leading/trailing silence trimmed, see :func:`speech_span`).
 
-Threshold calibration (:func:`calibrate`), from the keyword set alone:
-
-* *positives*: for each example of a keyword, the best score of the keyword's *other* examples in
-  it (leave-one-out: other recordings, often other voices);
-* *impostors* (reported, not used for the threshold): the best score of the keyword's examples in
-  the other keywords' examples, and in its own examples played backwards.
-
-The threshold is ``max(base, max(positives) + POSITIVE_MARGIN)``: keywords whose examples agree
-less get a looser threshold, never below the encoder's ``base`` (``encoder.default_threshold``).
-Measured on synthetic Spanish (8 keywords, 3 enrollment voices, 4 other voices in 15 dB noise,
-``python -m eval.bench.mfcc_normalisation``): for MFCC the true occurrences scored 0.32-0.41 and everything
-else in the stream 0.41 and up, while leave-one-out positives were only 0.17-0.33 — an unseen
-voice in noise costs more than the enrolled voices in silence — and the impostors among the
-enrollment examples (same voice, other word: 0.33-0.45) were lower than the stream's negatives,
-so neither alone predicts the stream; the encoder's base carries that knowledge. With one example
-there are no positives and the base is used (marked ``default``). Thresholds set by the user
-(``--threshold``) are kept across recalibration.
+Thresholds are set to a false-alarm rate on background audio (:mod:`kwsstream.calibrate`): the
+keyword's templates are run through the detection pipeline over the background, and the
+threshold is put where the expected false alarms per hour meet the target (``fa_per_hour``,
+default :data:`kwsstream.calibrate.DEFAULT_FA_PER_HOUR`). The examples scored against each other
+are a check that warns when they disagree. Thresholds set by the user (``threshold``) are kept.
 """
 
 from __future__ import annotations
@@ -32,18 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from .audio import load_audio
+from .calibrate import (DEFAULT_FA_PER_HOUR, OPEN_THRESHOLD, Background, FaCurve, check_fa_per_hour,
+                        example_scores, example_warning, impostor_costs)
 from .encoders import Encoder, same_identity
 from .encoders.base import SAMPLE_RATE, FrameGrid
 from .errors import AudioError, KeysetError, UsageError
-from .keyset import Keyword, KeywordSet, Template
-from .matcher import cosine_distances
-from .sdtw import best_match
+from .keyset import Keyword, KeywordSet, Template, check_threshold
 
-POSITIVE_MARGIN = 0.08
-"""Added to the worst leave-one-out score (see the module docstring for the measurement)."""
-FALLBACK_BASE = 0.3
-"""Base threshold for an encoder that names none (a mean cosine distance along the path)."""
 MIN_TEMPLATE_FRAMES = 4
+MIN_THRESHOLD = 1e-3
+"""Calibrated thresholds are kept in ``[MIN_THRESHOLD, OPEN_THRESHOLD)``."""
 TRIM_DB = 35.0  # frames more than this below the loudest frame are silence
 TRIM_PAD = 0.02  # seconds kept on each side of the speech span
 
@@ -90,56 +76,87 @@ def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, floa
     return Template(np.ascontiguousarray(frames[keep[0] : keep[-1] + 1]), str(path), (round(start, 3), round(end, 3)))
 
 
-def match_score(template: np.ndarray, target: np.ndarray) -> float:
-    """Best normalised S-DTW score of ``template`` anywhere in ``target``."""
-    return float(best_match(cosine_distances(template, target))[0])
-
-
-def calibrate(keyset: KeywordSet, name: str, base: float) -> tuple[float, dict]:
-    """Threshold for keyword ``name`` and the figures it came from (see module docstring)."""
-    kw = keyset.get(name)
-    frames = [t.frames for t in kw.templates]
-    positives = [
-        min(match_score(a, b) for ia, a in enumerate(frames) if ia != ib) for ib, b in enumerate(frames)
-    ] if len(frames) > 1 else []
-    others = [t.frames for other in keyset.keywords if other.name != name for t in other.templates]
-    others_ = [min(match_score(a, b) for a in frames) for b in others]
-    reversed_ = [min(match_score(a, b[::-1]) for a in frames) for b in frames]
-    info = {
-        "positives": [round(p, 4) for p in positives],
-        "others_min": round(min(others_), 4) if others_ else None,
-        "reversed_min": round(min(reversed_), 4),
+def _calibrated(kw: Keyword, curve: FaCurve, fa_per_hour: float, background: Background,
+                keep_user: bool = True) -> Keyword:
+    """``kw`` with its threshold at ``fa_per_hour`` on ``curve`` (unless the user set it and
+    ``keep_user``) and the calibration record (what ``keywords`` shows and what moving the
+    sensitivity reuses)."""
+    if not keep_user:
+        kw = replace(kw, threshold_source="calibrated")
+    threshold = kw.threshold
+    if kw.threshold_source != "user":
+        threshold = round(min(max(curve.threshold_for(fa_per_hour), MIN_THRESHOLD), OPEN_THRESHOLD - MIN_THRESHOLD), 4)
+    positives = kw.calibration.get("positives")
+    if positives is None:
+        positives = [round(p, 4) for p in example_scores([t.frames for t in kw.templates])]
+    calibration = {
+        "method": "fa-rate",
+        "fa_per_hour": fa_per_hour,
+        "expected_fa_per_hour": round(curve.rate(threshold), 4),
+        "background": background.label,
+        "background_hours": round(curve.hours, 4),
+        "curve": curve.to_json(),
+        "positives": positives,
+        "warning": example_warning(kw.name, positives, threshold, fa_per_hour),
     }
-    if not positives:
-        return base, info
-    return round(float(max(base, max(positives) + POSITIVE_MARGIN)), 4), info
+    source = "user" if kw.threshold_source == "user" else "calibrated"
+    return replace(kw, threshold=float(threshold), threshold_source=source, calibration=calibration)
 
 
-def recalibrate(keyset: KeywordSet, base: float) -> KeywordSet:
-    """Recompute every keyword's threshold, except those the user set."""
-    for kw in keyset.keywords:
-        if kw.threshold_source == "user":
-            continue
-        threshold, info = calibrate(keyset, kw.name, base)
-        source = "calibrated" if len(kw.templates) > 1 else "default"
-        keyset = keyset.with_keyword(replace(kw, threshold=threshold, threshold_source=source, calibration=info))
+def calibrate_keywords(keyset: KeywordSet, encoder: Encoder, names: Sequence[str] | None = None, *,
+                       background: Background | None = None, fa_per_hour: float | None = None,
+                       keep_user: bool = True) -> KeywordSet:
+    """Set the thresholds of keywords ``names`` (default: all) to a false-alarm rate on
+    ``background`` (default: the bundled set): ``fa_per_hour``, else each keyword's own earlier
+    target, else :data:`DEFAULT_FA_PER_HOUR`. User-set thresholds stay if ``keep_user`` (their
+    expected rate is recorded)."""
+    names = [kw.name for kw in keyset.keywords] if names is None else list(names)
+    if fa_per_hour is not None:
+        fa_per_hour = check_fa_per_hour(fa_per_hour)
+    background = background or Background.builtin()
+    chosen = KeywordSet(encoder=keyset.encoder, keywords=tuple(_get(keyset, n) for n in names))
+    costs, hours = impostor_costs(chosen, encoder, background)
+    for kw in chosen.keywords:
+        target = fa_per_hour or kw.calibration.get("fa_per_hour") or DEFAULT_FA_PER_HOUR
+        curve = FaCurve.fit(costs[kw.name], hours)
+        keyset = keyset.with_keyword(_calibrated(kw, curve, target, background, keep_user))
     return keyset
 
 
-def enroll(
-    keyset: KeywordSet | None,
-    encoder: Encoder,
-    name: str,
-    paths: Sequence[str | Path],
-    *,
-    segment: tuple[float, float] | None = None,
-    threshold: float | None = None,
-) -> KeywordSet:
-    """Add ``paths`` as examples of keyword ``name`` (new or existing) and recalibrate.
+def set_sensitivity(keyset: KeywordSet, name: str, *, threshold: float | None = None,
+                    fa_per_hour: float | None = None) -> KeywordSet:
+    """Change one keyword's threshold (``threshold``: set by the user) or its target rate
+    (``fa_per_hour``: the threshold moves along its stored false-alarm curve), without audio."""
+    kw = _get(keyset, name)
+    if (threshold is None) == (fa_per_hour is None):
+        raise UsageError("give either a threshold or a false-alarm rate")
+    curve = None
+    if kw.calibration.get("method") == "fa-rate":
+        curve = FaCurve.from_json(kw.calibration.get("curve"), f"keyword {name!r}")
+    if threshold is not None:
+        kw = replace(kw, threshold=check_threshold(threshold), threshold_source="user")
+        if curve is None:
+            return keyset.with_keyword(kw)
+        return keyset.with_keyword(replace(kw, calibration={
+            **kw.calibration, "expected_fa_per_hour": round(curve.rate(kw.threshold), 4), "fa_per_hour": None,
+            "warning": example_warning(name, kw.calibration.get("positives", []), kw.threshold, curve.rate(kw.threshold))}))
+    if curve is None:
+        raise UsageError(f"keyword {name!r} has no false-alarm curve: run 'kwsstream calibrate' first")
+    kw = replace(kw, threshold_source="calibrated")
+    background = Background((), str(kw.calibration.get("background", "?")))
+    return keyset.with_keyword(_calibrated(kw, curve, check_fa_per_hour(fa_per_hour), background))
 
-    ``keyset`` None starts a new set for ``encoder``; an existing set must have been enrolled with
-    the same encoder. Returns the new set (the caller saves it).
-    """
+
+def _get(keyset: KeywordSet, name: str) -> Keyword:
+    kw = keyset.get(name)
+    if kw is None:
+        raise KeysetError(f"no keyword named {name!r} (have: {', '.join(k.name for k in keyset.keywords) or 'none'})")
+    return kw
+
+
+def _add_examples(keyset: KeywordSet | None, encoder: Encoder, name: str, paths: Sequence[str | Path],
+                  segment: tuple[float, float] | None = None, threshold: float | None = None) -> KeywordSet:
+    """``keyset`` with ``paths`` added as templates of ``name`` (not yet calibrated)."""
     name = name.strip()
     if not name:
         raise UsageError("the keyword name is empty")
@@ -154,25 +171,43 @@ def enroll(
         )
     new = tuple(make_template(encoder, p, segment) for p in paths)
     old = keyset.get(name)
-    kw = (
-        replace(old, templates=old.templates + new)
-        if old
-        else Keyword(name=name, threshold=0.0, templates=new)
-    )
+    kw = replace(old, templates=old.templates + new) if old else Keyword(name, OPEN_THRESHOLD / 2, new)
+    positives = [round(p, 4) for p in example_scores([t.frames for t in kw.templates])]
+    kw = replace(kw, calibration={**kw.calibration, "positives": positives})
     if threshold is not None:
-        if not np.isfinite(threshold) or threshold <= 0:
-            raise UsageError(f"threshold {threshold} must be a positive number")
-        kw = replace(kw, threshold=float(threshold), threshold_source="user", calibration={})
-    base = getattr(encoder, "default_threshold", None) or FALLBACK_BASE
-    return recalibrate(keyset.with_keyword(kw), base)
+        kw = replace(kw, threshold=check_threshold(threshold), threshold_source="user")
+    return keyset.with_keyword(kw)
+
+
+def enroll(
+    keyset: KeywordSet | None,
+    encoder: Encoder,
+    name: str,
+    paths: Sequence[str | Path],
+    *,
+    segment: tuple[float, float] | None = None,
+    threshold: float | None = None,
+    background: Background | None = None,
+    fa_per_hour: float | None = None,
+) -> KeywordSet:
+    """Add ``paths`` as examples of keyword ``name`` (new or existing) and calibrate its
+    threshold (see :func:`calibrate_keywords`; ``threshold`` sets it instead).
+
+    ``keyset`` None starts a new set for ``encoder``; an existing set must have been enrolled with
+    the same encoder. Returns the new set (the caller saves it).
+    """
+    keyset = _add_examples(keyset, encoder, name, paths, segment, threshold)
+    return calibrate_keywords(keyset, encoder, [name.strip()], background=background, fa_per_hour=fa_per_hour)
 
 
 def enroll_examples(
-    encoder: Encoder, examples: Mapping[str, Sequence[str | Path]], keyset: KeywordSet | None = None
+    encoder: Encoder, examples: Mapping[str, Sequence[str | Path]], keyset: KeywordSet | None = None, *,
+    background: Background | None = None, fa_per_hour: float | None = None,
 ) -> KeywordSet:
-    """:func:`enroll` every keyword of ``examples`` (name -> example recordings) in turn."""
-    for name, paths in examples.items():
-        keyset = enroll(keyset, encoder, name, paths)
-    if keyset is None:
+    """Enroll every keyword of ``examples`` (name -> example recordings), then calibrate them
+    together (one pass over the background)."""
+    if not examples:
         raise UsageError("no keywords to enroll")
-    return keyset
+    for name, paths in examples.items():
+        keyset = _add_examples(keyset, encoder, name, paths)
+    return calibrate_keywords(keyset, encoder, list(examples), background=background, fa_per_hour=fa_per_hour)

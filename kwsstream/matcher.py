@@ -55,9 +55,11 @@ class Templates:
     Args:
         templates: each ``(M_t, dim)`` float32.
         keyword_of: the keyword index of each template.
+        warp: a match spans between ``1/warp`` and ``warp`` times its template's length
+            (:func:`sdtw.band`).
     """
 
-    def __init__(self, templates: Sequence[np.ndarray], keyword_of: Sequence[int]):
+    def __init__(self, templates: Sequence[np.ndarray], keyword_of: Sequence[int], warp: float = sdtw.MAX_WARP):
         if len(templates) == 0:
             raise UsageError("no templates to match: enroll a keyword first")
         if len(templates) != len(keyword_of):
@@ -78,6 +80,7 @@ class Templates:
         self.row_offset = np.concatenate([[0], np.cumsum(self.row_width)[:-1]]).astype(np.int64)
         self.n_cells = int(self.row_width.sum())
         self.last_cell = self.row_offset[self.length - 1] + np.arange(len(order))
+        self.row_lo, self.row_hi = sdtw.band(n_rows, warp)
         cells = np.zeros((self.n_cells, self.dim), np.float32)
         for p, t in enumerate(order):
             frames = unit_rows(templates[t])
@@ -109,6 +112,7 @@ class MatcherState:
         self._col = np.full((2, n), np.inf, np.float32)
         self._col_start = np.zeros((2, n), np.int32)
         self._pending = np.zeros((0, self.templates.dim), np.float32)
+        self._pending_gate = np.zeros(0, np.bool_)
         self.frames_done = 0  # stream index of the next frame to process
         self._base = 0  # stream index that the kernel's int32 start frames count from
 
@@ -118,35 +122,44 @@ class MatcherState:
         self._col_start[:] = np.maximum(self._col_start.astype(np.int64) - shift, -(2**31)).astype(np.int32)
         self._base += shift
 
-    def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    def _run(self, frames: np.ndarray, gate: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         tpl = self.templates
         n = len(frames)
         score = np.empty((n, tpl.n_templates), np.float32)
         start = np.empty((n, tpl.n_templates), np.int64)
         frame0 = self.frames_done
         for b in range(0, n, self.block):
-            blk = frames[b : b + self.block]
+            blk, g = frames[b : b + self.block], gate[b : b + self.block]
             if frame0 + b + len(blk) - self._base >= INT32_LIMIT:
                 self._rebase()
+            # a block with no speech needs no distances: the kernel reads no row of a gated frame
+            dist = tpl.distances(blk) if g.any() else np.empty((len(blk), tpl.n_cells), np.float32)
             sdtw.advance_columns(
-                tpl.distances(blk), frame0 + b - self._base, tpl.row_offset, tpl.row_width, tpl.last_cell,
-                tpl.length, self._col, self._col_start, score[b : b + len(blk)], start[b : b + len(blk)],
+                dist, frame0 + b - self._base, tpl.row_offset, tpl.row_width, tpl.last_cell,
+                tpl.length, tpl.row_lo, tpl.row_hi, g, self._col, self._col_start,
+                score[b : b + len(blk)], start[b : b + len(blk)],
             )
             start[b : b + len(blk)] += self._base  # this block's base: a later block may move it
         self.frames_done += n
         return score, start, frame0
 
-    def push(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Match new frames. Returns ``(score (n, T), start (n, T), frame0)`` for the frames of
-        the complete blocks now processed (``frame0``: stream index of the first); templates
-        are in layout order (``templates.order``)."""
+    def push(self, frames: np.ndarray, gate: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        """Match new frames; ``gate`` (n,) bool marks the frames that are speech (default: all).
+        Returns ``(score (n, T), start (n, T), frame0)`` for the frames of the complete blocks
+        now processed (``frame0``: stream index of the first); templates are in layout order
+        (``templates.order``). A gated frame breaks every path and scores +inf."""
+        gate = np.ones(len(frames), np.bool_) if gate is None else np.asarray(gate, np.bool_)
+        if len(gate) != len(frames):
+            raise UsageError(f"{len(gate)} gate flags for {len(frames)} frames")
         if len(self._pending):
             frames = np.concatenate([self._pending, frames])
+            gate = np.concatenate([self._pending_gate, gate])
         n_full = (len(frames) // self.block) * self.block
-        self._pending = frames[n_full:]
-        return self._run(frames[:n_full])
+        self._pending, self._pending_gate = frames[n_full:], gate[n_full:]
+        return self._run(frames[:n_full], gate[:n_full])
 
     def flush(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Match the frames still waiting for a complete block."""
-        rest, self._pending = self._pending, self._pending[:0]
-        return self._run(rest)
+        rest, gate = self._pending, self._pending_gate
+        self._pending, self._pending_gate = rest[:0], gate[:0]
+        return self._run(rest, gate)

@@ -13,7 +13,7 @@ Many streams can share one Spotter (its encoder and template layout are never wr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,17 @@ from typing import Any
 import numpy as np
 
 from .audio import check_finite
-from .detector import DetectorOptions, DetectorState
+from .detector import DetectorOptions, DetectorState, best_per_keyword
 from .encoders import Encoder, encoder_from_identity, same_identity
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import KeywordSet, load_keyset
 from .matcher import MatcherState, Templates
+from .vad import GateOptions, GateState
+
+ScoreSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
+"""``sink(frame0, score, start, template)``: per-keyword scores ``(n, K)`` of frames ``frame0..``
+as the detector sees them (+inf where the gate held a frame back or no match fits), their start
+frames and best templates (layout positions). For plots and benchmarks."""
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,12 @@ class SpotterOptions:
     """Attributes:
     detector: threshold state machine timing (look-ahead latency, refractory period).
     block_seconds: stream frames are matched in blocks of this length (aligned to the stream).
+    gate: the voice-activity gate in front of the matcher (``None``: every frame is matched).
     """
 
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     block_seconds: float = 0.1
+    gate: GateOptions | None = field(default_factory=GateOptions)
 
 
 @dataclass(frozen=True)
@@ -124,9 +132,10 @@ class Spotter:
         """A spotter for the keyword set file at ``path``."""
         return cls(load_keyset(path), encoder, thresholds=thresholds, options=options)
 
-    def create_stream(self, source: str = "") -> Stream:
-        """A new stream (its own encoder, matcher and detector state); ``source`` labels its events."""
-        return Stream(self, source)
+    def create_stream(self, source: str = "", score_sink: ScoreSink | None = None) -> Stream:
+        """A new stream (its own encoder, gate, matcher and detector state); ``source`` labels
+        its events; ``score_sink`` (see :data:`ScoreSink`) receives every frame's scores."""
+        return Stream(self, source, score_sink)
 
     def _events(self, rows: np.ndarray, source: str, time_offset: float) -> list[Event]:
         grid = self.encoder.grid
@@ -147,20 +156,23 @@ class Spotter:
 class Stream:
     """One audio stream's state; feed it 16 kHz mono float32 samples in chunks of any size."""
 
-    def __init__(self, spotter: Spotter, source: str = ""):
+    def __init__(self, spotter: Spotter, source: str = "", score_sink: ScoreSink | None = None):
         self.spotter = spotter
         self.source = source
+        self.score_sink = score_sink
         self._encoder = spotter.encoder.create_state()
+        gate = spotter.options.gate
+        self._gate = GateState(gate, spotter.encoder.grid) if gate is not None else None
         self._matcher = MatcherState(spotter.templates, spotter.block)
-        self._detector = DetectorState(
-            spotter.templates.keyword_of, spotter.thresholds, spotter.encoder.grid.frame_rate, spotter.options.detector
-        )
+        self._detector = DetectorState(spotter.thresholds, spotter.encoder.grid.frame_rate, spotter.options.detector)
         self.time_offset = 0.0
         self.samples_fed = 0
 
     def reset(self) -> None:
         """Start over: a new stream, times from zero."""
         self._encoder.reset()
+        if self._gate is not None:
+            self._gate.reset()
         self._matcher.reset()
         self._detector.reset()
         self.time_offset = 0.0
@@ -171,10 +183,19 @@ class Stream:
         """Seconds of audio fed so far."""
         return self.samples_fed / self.spotter.encoder.grid.sample_rate
 
+    def _gate_flags(self, n: int) -> np.ndarray | None:
+        return self._gate.flags(n) if self._gate is not None else None
+
+    def _detect(self, score: np.ndarray, start: np.ndarray, frame0: int) -> list[Event]:
+        k_score, k_start, k_tpl = best_per_keyword(score, start, self.spotter.templates.keyword_of,
+                                                   len(self.spotter.names))
+        if self.score_sink is not None and len(k_score):
+            self.score_sink(frame0, k_score, k_start, k_tpl)
+        return self.spotter._events(self._detector.push(k_score, k_start, k_tpl, frame0), self.source,
+                                    self.time_offset)
+
     def _match(self, frames: np.ndarray) -> list[Event]:
-        score, start, frame0 = self._matcher.push(frames)
-        rows = self._detector.push(score, start, frame0)
-        return self.spotter._events(rows, self.source, self.time_offset)
+        return self._detect(*self._matcher.push(frames, self._gate_flags(len(frames))))
 
     def feed(self, samples: np.ndarray) -> list[Event]:
         """Process a chunk; return the detections completed by it, in time order."""
@@ -185,15 +206,18 @@ class Stream:
             )
         check_finite(samples, self.source or "stream")
         self.samples_fed += len(samples)
-        return self._match(self._encoder.push(samples.astype(np.float32, copy=False)))
+        samples = samples.astype(np.float32, copy=False)
+        if self._gate is not None:
+            self._gate.push(samples)
+        return self._match(self._encoder.push(samples))
 
     def flush(self) -> list[Event]:
         """End of stream: process what is left and emit pending detections. The stream can then
         be :meth:`reset` and reused."""
+        if self._gate is not None:
+            self._gate.flush()
         events = self._match(self._encoder.flush())
-        score, start, frame0 = self._matcher.flush()
-        rows = self._detector.push(score, start, frame0)
-        events += self.spotter._events(rows, self.source, self.time_offset)
+        events += self._detect(*self._matcher.flush())
         events += self.spotter._events(self._detector.flush(), self.source, self.time_offset)
         return events
 

@@ -33,7 +33,8 @@ def bench(n_templates: int, length: int, frames: int, repeats: int, dim: int = 1
         score = np.empty((frames, n_templates), np.float32)
         start = np.empty((frames, n_templates), np.int64)
         t0 = time.perf_counter()
-        sdtw.advance_columns(dist, 0, tpl.row_offset, tpl.row_width, tpl.last_cell, tpl.length, col, col_start, score, start)
+        sdtw.advance_columns(dist, 0, tpl.row_offset, tpl.row_width, tpl.last_cell, tpl.length, tpl.row_lo, tpl.row_hi,
+                             np.ones(frames, np.bool_), col, col_start, score, start)
         kernel.append(time.perf_counter() - t0)
         state = MatcherState(tpl, block=10)
         t0 = time.perf_counter()

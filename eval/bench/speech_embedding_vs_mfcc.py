@@ -49,7 +49,7 @@ from kwsstream.encoders import Encoder, load_encoder
 from kwsstream.enroll import FALLBACK_BASE, enroll_examples, recalibrate
 from kwsstream.keyset import KeywordSet
 from kwsstream.matcher import cosine_distances, limit_blas_threads
-from kwsstream.sdtw import accumulate_offline, normalise
+from kwsstream.sdtw import accumulate_offline, band
 from kwsstream.spotter import Event, Spotter
 
 KEYWORDS = ("biblioteca", "mariposa", "computadora", "chocolate", "bicicleta", "elefante")
@@ -198,8 +198,8 @@ def score_curve(templates: Sequence[np.ndarray], frames: np.ndarray) -> np.ndarr
     best = np.full(len(frames), np.inf)
     ends = np.arange(len(frames))
     for template in templates:
-        cost, start = accumulate_offline(cosine_distances(template, frames))
-        best = np.minimum(best, normalise(cost, start, ends, len(template)))
+        cost, start = accumulate_offline(cosine_distances(template, frames), *band(len(template)))
+        best = np.minimum(best, np.where(np.isfinite(cost), 2.0 * cost / (len(template) + ends - start + 1), np.inf))
     return best
 
 
