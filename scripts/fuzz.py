@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import io
 import json
 import os
@@ -143,7 +144,7 @@ def mutate_keyset_json(data: bytes, rng: random.Random) -> bytes:
         elif op == 1 and isinstance(parent[path[-1]], (int, float)) and not isinstance(parent[path[-1]], bool):
             parent[path[-1]] = parent[path[-1]] * rng.choice([-1, 0, 2, 1000, 1e30, 0.5])
         else:
-            parent[path[-1]] = rng.choice(ODD_VALUES)
+            parent[path[-1]] = copy.deepcopy(rng.choice(ODD_VALUES))  # never one shared list or dict
     op = rng.randrange(6)
     if op == 0:
         frames = frames[: rng.randrange(len(frames) + 1)]
