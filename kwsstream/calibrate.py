@@ -23,7 +23,12 @@ be missed in voices or rooms like those examples, and enrollment says so and wha
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -52,6 +57,10 @@ OPEN_THRESHOLD = 2.0
 MIN_SCALE = 1e-3
 MIN_FA_PER_HOUR, MAX_FA_PER_HOUR = 1e-4, 1e4
 BACKGROUND_GLOB = "*.ogg"
+CACHE_ENV = "KWSSTREAM_CACHE"
+"""Folder for encoded background audio (default ``~/.cache/kwsstream``)."""
+CACHE_VERSION = 1
+_LOG = logging.getLogger(__name__)
 
 
 def check_fa_per_hour(value: float) -> float:
@@ -154,22 +163,78 @@ class FaCurve:
         return curve
 
 
+def cache_dir() -> Path:
+    """Where encoded background audio is kept (``$KWSSTREAM_CACHE``, else ``~/.cache/kwsstream``)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "kwsstream")
+
+
+def _cache_key(spotter, path: Path) -> str:
+    identity = {k: v for k, v in spotter.encoder.identity.items() if k != "path"}
+    gate = spotter.options.gate
+    head = json.dumps([CACHE_VERSION, identity, None if gate is None else vars(gate)], sort_keys=True, default=str)
+    digest = hashlib.sha256(head.encode())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_cached(file: Path, dim: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            frames, gate, samples = npz["frames"], npz["gate"], npz["samples"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    ok = (frames.dtype == np.float32 and frames.ndim == 2 and frames.shape[1] == dim and gate.dtype == np.bool_
+          and gate.shape == (len(frames),) and samples.shape == () and np.isfinite(frames).all())
+    return (frames, gate, int(samples)) if ok else None
+
+
+def encoded_background(spotter, path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Frames and gate flags of a background recording as a stream of ``spotter`` makes them
+    (:meth:`kwsstream.spotter.Stream.encode`), and its length in samples; cached per encoder,
+    gate settings and file content under :func:`cache_dir` (the bundled background is encoded
+    once per encoder, not at every enrollment)."""
+    file = cache_dir() / "background" / f"{_cache_key(spotter, path)}.npz"
+    cached = _load_cached(file, spotter.encoder.dim) if file.is_file() else None
+    if cached is not None:
+        return cached
+    stream = spotter.create_stream(source=str(path))
+    parts, flags, samples = [], [], 0
+    for block in iter_audio_blocks(path):
+        samples += len(block)
+        f, g = stream.encode(block)
+        parts.append(f)
+        flags.append(g)
+    f, g = stream.encode_end()
+    frames = np.concatenate(parts + [f]).astype(np.float32)
+    gate = np.concatenate(flags + [g]).astype(np.bool_)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz.tmp", dir=file.parent)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, frames=frames, gate=gate, samples=np.int64(samples))
+        os.replace(tmp, file)
+    except OSError as err:  # a read-only home: calibrate anyway, without the cache
+        _LOG.info("background cache not written (%s)", err)
+    return frames, gate, samples
+
+
 def impostor_costs(keyset: KeywordSet, encoder: Encoder, background: Background,
                    options: DetectorOptions = DetectorOptions()) -> tuple[dict[str, np.ndarray], float]:
     """Every keyword's impostor event costs on ``background`` and the hours of audio searched:
-    the detection pipeline itself, with every threshold at :data:`OPEN_THRESHOLD`."""
+    the detection pipeline itself (the background's frames and gate flags, then the matcher and
+    detector), with every threshold at :data:`OPEN_THRESHOLD`."""
     from .spotter import Spotter, SpotterOptions
 
     spotter = Spotter(keyset, encoder, thresholds=OPEN_THRESHOLD, options=SpotterOptions(detector=options))
     found: dict[str, list[float]] = {kw.name: [] for kw in keyset.keywords}
     samples = 0
     for path in background.paths:
+        frames, gate, n = encoded_background(spotter, path)
+        samples += n
         stream = spotter.create_stream(source=str(path))
-        for block in iter_audio_blocks(path):
-            samples += len(block)
-            for event in stream.feed(block):
-                found[event.keyword].append(event.cost)
-        for event in stream.flush():
+        for event in stream.feed_encoded(frames, gate) + stream.flush_encoded():
             found[event.keyword].append(event.cost)
     return {name: np.array(costs) for name, costs in found.items()}, samples / SAMPLE_RATE / 3600
 

@@ -194,11 +194,36 @@ class Stream:
         return self.spotter._events(self._detector.push(k_score, k_start, k_tpl, frame0), self.source,
                                     self.time_offset)
 
-    def _match(self, frames: np.ndarray) -> list[Event]:
-        return self._detect(*self._matcher.push(frames, self._gate_flags(len(frames))))
+    def encode(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Only the front half of :meth:`feed`: the frames and gate flags (speech or not) that
+        these samples complete. With :meth:`feed_encoded` they are what :meth:`feed` does; apart,
+        they let encoded audio be kept and matched again (calibration's background cache)."""
+        samples = self._checked(samples)
+        if self._gate is not None:
+            self._gate.push(samples)
+        frames = self._encoder.push(samples)
+        flags = self._gate_flags(len(frames))
+        return frames, np.ones(len(frames), np.bool_) if flags is None else flags
 
-    def feed(self, samples: np.ndarray) -> list[Event]:
-        """Process a chunk; return the detections completed by it, in time order."""
+    def encode_end(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last frames and flags of the stream (the front half of :meth:`flush`)."""
+        if self._gate is not None:
+            self._gate.flush()
+        frames = self._encoder.flush()
+        flags = self._gate_flags(len(frames))
+        return frames, np.ones(len(frames), np.bool_) if flags is None else flags
+
+    def feed_encoded(self, frames: np.ndarray, gate: np.ndarray) -> list[Event]:
+        """Match frames and gate flags from :meth:`encode` (of a stream of the same encoder and
+        gate); return the detections they complete."""
+        return self._detect(*self._matcher.push(np.asarray(frames, np.float32), gate))
+
+    def flush_encoded(self) -> list[Event]:
+        """End of an encoded stream fed with :meth:`feed_encoded`: the last detections."""
+        events = self._detect(*self._matcher.flush())
+        return events + self.spotter._events(self._detector.flush(), self.source, self.time_offset)
+
+    def _checked(self, samples: np.ndarray) -> np.ndarray:
         samples = np.asarray(samples)
         if samples.ndim != 1 or not np.issubdtype(samples.dtype, np.floating):
             raise AudioError(
@@ -206,20 +231,16 @@ class Stream:
             )
         check_finite(samples, self.source or "stream")
         self.samples_fed += len(samples)
-        samples = samples.astype(np.float32, copy=False)
-        if self._gate is not None:
-            self._gate.push(samples)
-        return self._match(self._encoder.push(samples))
+        return samples.astype(np.float32, copy=False)
+
+    def feed(self, samples: np.ndarray) -> list[Event]:
+        """Process a chunk; return the detections completed by it, in time order."""
+        return self.feed_encoded(*self.encode(samples))
 
     def flush(self) -> list[Event]:
         """End of stream: process what is left and emit pending detections. The stream can then
         be :meth:`reset` and reused."""
-        if self._gate is not None:
-            self._gate.flush()
-        events = self._match(self._encoder.flush())
-        events += self._detect(*self._matcher.flush())
-        events += self.spotter._events(self._detector.flush(), self.source, self.time_offset)
-        return events
+        return self.feed_encoded(*self.encode_end()) + self.flush_encoded()
 
 
 def _describe(identity: Mapping[str, Any]) -> str:
