@@ -55,6 +55,8 @@ KEPT_EVENTS = 200
 OPEN_THRESHOLD = 2.0
 """Calibration runs the detector with this threshold: every local minimum is an event."""
 MIN_SCALE = 1e-3
+NONSENSE_FA_PER_HOUR = 30.0
+"""Examples agreeing only as well as this many false alarms an hour do not hold one word."""
 MIN_FA_PER_HOUR, MAX_FA_PER_HOUR = 1e-4, 1e4
 BACKGROUND_GLOB = "*.ogg"
 CACHE_ENV = "KWSSTREAM_CACHE"
@@ -252,10 +254,15 @@ def example_scores(frames: Sequence[np.ndarray]) -> list[float]:
     return [min(score(a, b) for ia, a in enumerate(frames) if ia != ib) for ib, b in enumerate(frames)]
 
 
-def example_warning(name: str, positives: Sequence[float], threshold: float, fa_per_hour: float) -> str | None:
-    """What to tell the user when the examples do not support the threshold (``None``: fine)."""
+def example_warning(name: str, positives: Sequence[float], threshold: float, fa_per_hour: float,
+                    curve: FaCurve | None = None) -> str | None:
+    """What to tell the user when the examples do not support the threshold (``None``: fine).
+    Examples that match each other no better than background speech matches them (their best
+    agreement would fire :data:`NONSENSE_FA_PER_HOUR` times an hour on the background) are not
+    the same word."""
     finite = [p for p in positives if math.isfinite(p)]
-    if len(finite) < len(positives) or (finite and min(finite) > 2 * threshold):
+    unlike = curve is not None and finite and curve.rate(min(finite)) >= NONSENSE_FA_PER_HOUR
+    if len(finite) < len(positives) or unlike:
         return (f"{name!r}: the examples do not sound alike (they score {_range(positives)} against each "
                 f"other; threshold {threshold:.3f}): check that every recording holds the keyword "
                 f"(and the --segment times), then enroll again")

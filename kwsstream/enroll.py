@@ -97,7 +97,7 @@ def _calibrated(kw: Keyword, curve: FaCurve, fa_per_hour: float, background: Bac
         "background_hours": round(curve.hours, 4),
         "curve": curve.to_json(),
         "positives": positives,
-        "warning": example_warning(kw.name, positives, threshold, fa_per_hour),
+        "warning": example_warning(kw.name, positives, threshold, fa_per_hour, curve),
     }
     source = "user" if kw.threshold_source == "user" else "calibrated"
     return replace(kw, threshold=float(threshold), threshold_source=source, calibration=calibration)
@@ -139,7 +139,8 @@ def set_sensitivity(keyset: KeywordSet, name: str, *, threshold: float | None = 
             return keyset.with_keyword(kw)
         return keyset.with_keyword(replace(kw, calibration={
             **kw.calibration, "expected_fa_per_hour": round(curve.rate(kw.threshold), 4), "fa_per_hour": None,
-            "warning": example_warning(name, kw.calibration.get("positives", []), kw.threshold, curve.rate(kw.threshold))}))
+            "warning": example_warning(name, kw.calibration.get("positives", []), kw.threshold, curve.rate(kw.threshold),
+                                       curve)}))
     if curve is None:
         raise UsageError(f"keyword {name!r} has no false-alarm curve: run 'kwsstream calibrate' first")
     kw = replace(kw, threshold_source="calibrated")
