@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio
+from .audio import load_example
 from .calibrate import (DEFAULT_FA_PER_HOUR, OPEN_THRESHOLD, Background, FaCurve, check_fa_per_hour,
                         example_scores, example_warning, impostor_costs)
 from .encoders import Encoder, same_identity
@@ -27,7 +27,8 @@ from .encoders.base import SAMPLE_RATE, FrameGrid
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import Keyword, KeywordSet, Template, check_threshold
 
-MIN_TEMPLATE_FRAMES = 4
+MIN_TEMPLATE_SECONDS = 0.2
+"""The shortest keyword enrolled (at least 2 frames): 20 MFCC frames, 3 of speech_embedding's."""
 MIN_THRESHOLD = 1e-3
 """Calibrated thresholds are kept in ``[MIN_THRESHOLD, OPEN_THRESHOLD)``."""
 TRIM_DB = 35.0  # frames more than this below the loudest frame are silence
@@ -56,7 +57,7 @@ def keyword_frames(grid: FrameGrid, n_frames: int, start: float, end: float) -> 
 
 def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, float] | None = None) -> Template:
     """Encode one example recording and keep the keyword's frames."""
-    audio = load_audio(path)
+    audio = load_example(path)
     duration = len(audio) / SAMPLE_RATE
     if segment is not None:
         start, end = segment
@@ -66,10 +67,11 @@ def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, floa
         start, end = speech_span(audio)
     frames = encoder.encode(audio)
     keep = keyword_frames(encoder.grid, len(frames), start, end)
-    if len(keep) < MIN_TEMPLATE_FRAMES:
+    need = max(2, int(np.ceil(MIN_TEMPLATE_SECONDS * encoder.grid.frame_rate - 1e-9)))
+    if len(keep) < need:
         raise AudioError(
             f"{path}: the keyword ({start:.2f}-{end:.2f} s) is only {len(keep)} frames long; "
-            f"at least {MIN_TEMPLATE_FRAMES} are needed"
+            f"at least {need} ({MIN_TEMPLATE_SECONDS:g} s) are needed"
         )
     if np.abs(frames[keep]).max() == 0:
         raise AudioError(f"{path}: the keyword is digital silence")

@@ -65,7 +65,7 @@ THRESHOLD_SOURCES = ("calibrated", "user", "default")
 MAX_THRESHOLD = 2.0
 """Scores are normalised cosine-distance path costs, in [0, 2]: a threshold above 2 means nothing."""
 MIN_TEMPLATE_FRAMES = 2
-"""The shortest template a set may hold (enrollment itself asks for more: enroll.MIN_TEMPLATE_FRAMES)."""
+"""The shortest template a set may hold (enrollment itself asks for more: enroll.MIN_TEMPLATE_SECONDS)."""
 MAX_TEMPLATE_FRAMES = 6000
 """The longest template (60 s at 100 frames/s)."""
 MAX_TEMPLATES = 1000
