@@ -17,6 +17,7 @@ from kwsstream.errors import KwsError
 SUBCOMMANDS = {
     "synth": ("eval.synth", "make a synthetic Spanish corpus in the Common Voice layout"),
     "run": ("eval.run", "run the study's protocol: encode, rank with S-DTW, P@K/R@K, anisotropy, report"),
+    "stream": ("eval.stream", "streaming benchmark: FRR vs false alarms per hour (DET), latency, per condition"),
 }
 """name -> (module, one-line help)."""
 
