@@ -22,8 +22,8 @@ and detector (``Spotter`` fed 0.1 s blocks, as a microphone):
   occurrence's score vs the best score elsewhere (both streams); ``below`` counts the 0.5 s
   windows elsewhere that score below the worst occurrence (a per-keyword oracle threshold that
   finds every occurrence would fire there); ``AUC`` = P(occurrence score < window score);
-* with ``--base-offsets``, the same detection with each encoder's base threshold moved (how the
-  default was chosen, on seeds the tests do not use);
+* with ``--fa-per-hour``, the same detection with every threshold moved to each target
+  false-alarm rate on its calibration curve;
 * streaming real-time factor on one thread (median of ``--reps``; whole pipeline, and the
   encoder alone) and detection latency: audio time when the event came out minus the end of the
   spoken word (median and max over hits).
@@ -46,7 +46,7 @@ from eval.espeak import Voice
 from eval.scenes import Occurrence, Scene, build_scene, enrollment_clips, script_scene, write_audio
 from kwsstream import demo
 from kwsstream.encoders import Encoder, load_encoder
-from kwsstream.enroll import FALLBACK_BASE, enroll_examples, recalibrate
+from kwsstream.enroll import enroll_examples, set_sensitivity
 from kwsstream.keyset import KeywordSet
 from kwsstream.matcher import cosine_distances, limit_blas_threads
 from kwsstream.sdtw import accumulate_offline, band
@@ -286,9 +286,9 @@ def hop_table(model: Path, audio: np.ndarray, reps: int) -> None:
 
 
 def report(name: str, encoder: Encoder, case: HardCase, reps: int, int16_check: bool,
-           base_offsets: Sequence[float] = ()) -> None:
-    """Print one encoder's figures on one hard case (``base_offsets``: also hits / false alarms
-    with the encoder's base threshold moved by each offset, recalibrated as enrollment does)."""
+           rates: Sequence[float] = ()) -> None:
+    """Print one encoder's figures on one hard case (``rates``: also hits / false alarms with
+    every keyword's threshold moved to each target false-alarm rate on its calibration curve)."""
     keyset = enroll_all(encoder, case)
     spotter = Spotter(keyset, encoder)
     runs = [detect(spotter, case) for _ in range(reps)]
@@ -309,13 +309,15 @@ def report(name: str, encoder: Encoder, case: HardCase, reps: int, int16_check: 
               f"  below {s.below:>3}  AUC {s.auc:.4f}")
     for event in result.false_alarms:
         print(f"  {'':<19}false alarm: {event.keyword} {event.start:.2f}-{event.end:.2f} s cost {event.cost:.3f}")
-    if base_offsets:
-        base = getattr(encoder, "default_threshold", None) or FALLBACK_BASE
+    if rates:
         sweep = []
-        for offset in base_offsets:
-            moved = detect(Spotter(recalibrate(keyset, round(base + offset, 4)), encoder), case)
-            sweep.append(f"{base + offset:.2f}: {len(moved.found)}/{len(moved.false_alarms)}")
-        print(f"  {'':<17} base threshold -> hits/false alarms: {'  '.join(sweep)}")
+        for rate in rates:
+            moved = keyset
+            for kw in keyset.keywords:
+                moved = set_sensitivity(moved, kw.name, fa_per_hour=rate)
+            found = detect(Spotter(moved, encoder), case)
+            sweep.append(f"{rate:g}/h: {len(found.found)}/{len(found.false_alarms)}")
+        print(f"  {'':<17} target false alarms per hour -> hits/false alarms: {'  '.join(sweep)}")
     if int16_check:
         scaled = Scaled(encoder, 32768.0)
         bad = separation(scaled, enroll_all(scaled, case), case)
@@ -334,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[DEFAULT_SEED])
     parser.add_argument("--reps", type=int, default=3, help="timing repetitions (median)")
     parser.add_argument("--no-int16-check", action="store_true", help="skip the deliberately mis-scaled run")
-    parser.add_argument("--base-offsets", type=float, nargs="+", default=[],
-                        help="also detect with each encoder's base threshold moved by these amounts")
+    parser.add_argument("--fa-per-hour", type=float, nargs="+", default=[],
+                        help="also detect with thresholds calibrated to these false-alarm rates")
     args = parser.parse_args(argv)
     if not args.model.is_file():
         parser.error(f"{args.model}: no such model (make it with: python -m export speech-embedding)")
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(case.stream.truth)} occurrences, confusable stream {case.negative.duration:.0f} s")
             for name, encoder in encoders.items():
                 report(name, encoder, case, args.reps, int16_check=name != "mfcc" and not args.no_int16_check,
-                       base_offsets=args.base_offsets)
+                       rates=args.fa_per_hour)
         hop_table(args.model, case.stream.audio, args.reps)
     return 0
 
