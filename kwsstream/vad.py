@@ -28,8 +28,6 @@ VAD_FRAME = SAMPLE_RATE // 100
 """Samples per VAD decision (10 ms)."""
 FLOOR_DBFS = -55.0
 """10 ms frames quieter than this (RMS, dB re full scale) are never speech."""
-HISTORY_FRAMES = 6000
-"""VAD decisions kept (60 s): far more than any encoder's look-ahead."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,8 @@ class GateState:
     def reset(self) -> None:
         self._vad = self._vad_factory()
         self._rest = np.zeros(0, np.float32)
-        self._cum = np.zeros(HISTORY_FRAMES, np.int64)  # ring: speech decisions up to VAD frame m
+        self._cum = np.zeros(0, np.int64)  # speech decisions among VAD frames 0..base+i
+        self._base = 0  # the VAD frame of _cum[0]: older ones are no frame's concern any more
         self._done = 0  # VAD frames decided
         self._speech = 0  # speech decisions so far
         self._next_frame = 0  # the encoder frame the next flags() call starts at
@@ -84,11 +83,11 @@ class GateState:
         frames = samples[: n * VAD_FRAME].reshape(n, VAD_FRAME)
         energy = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
         pcm = (np.clip(frames, -1.0, 1.0) * 32767.0).astype("<i2")
-        for i in range(n):
-            speech = energy[i] >= self._floor and self._vad.is_speech(pcm[i].tobytes(), SAMPLE_RATE)
-            self._speech += bool(speech)
-            self._cum[self._done % HISTORY_FRAMES] = self._speech
-            self._done += 1
+        speech = np.array([energy[i] >= self._floor and self._vad.is_speech(pcm[i].tobytes(), SAMPLE_RATE)
+                           for i in range(n)], np.int64)
+        self._cum = np.concatenate([self._cum, self._speech + np.cumsum(speech)])
+        self._speech += int(speech.sum())
+        self._done += n
 
     def push(self, samples: np.ndarray) -> None:
         """Take the next samples of the stream (16 kHz float32)."""
@@ -110,9 +109,7 @@ class GateState:
         """Speech decisions among VAD frames ``0..m`` (0 for m < 0)."""
         if m < 0:
             return 0
-        if m <= self._done - HISTORY_FRAMES:
-            raise UsageError("the gate's history is too short for this encoder's look-ahead")
-        return int(self._cum[m % HISTORY_FRAMES])
+        return int(self._cum[m - self._base])
 
     def flags(self, n: int) -> np.ndarray:
         """Speech flags of the next ``n`` encoder frames."""
@@ -128,4 +125,9 @@ class GateState:
             if not self._finished and end // VAD_FRAME - 1 > self._done - 1:
                 raise UsageError("gate flags asked for audio the gate has not seen")
             out[i] = self._count(last) - self._count(last - self._span) > 0
+        # forget the decisions no later frame looks back to
+        oldest = max(0, min(self._done, (self._next_frame * hop - pad + length) // VAD_FRAME - 1) - self._span - 1)
+        if oldest > self._base:
+            self._cum = self._cum[oldest - self._base:]
+            self._base = oldest
         return out
