@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 
@@ -116,7 +115,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     )
     if kw.calibration.get("warning"):
         _say(f"kwsstream: warning: {kw.calibration['warning']}")
+    if kw.calibration.get("background") == "built-in" and kw.threshold_source == "calibrated":
+        _say(BUILTIN_HINT.format(keyset=path))
     return EXIT_OK
+
+
+BUILTIN_HINT = (
+    "note: the built-in background is another language and speaker; in your own speech expect more false alarms "
+    "than that (measured: ~10-20x, README 'Streaming benchmark'). For a rate that holds, calibrate on 10 minutes "
+    "of the speaker or room: kwsstream calibrate -k {keyset} --background ME.wav")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -142,22 +149,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .audio import iter_audio_blocks
-
     spotter = _spotter(args)
     total = 0
-    for audio in args.audio:
-        stream = spotter.create_stream(source=str(audio))
-        started = time.monotonic()
-        for block in iter_audio_blocks(audio, block_seconds=0.1 if args.realtime else 10.0):
-            for event in stream.feed(block):
-                emit(event, args.json)
-                total += 1
-            if args.realtime:
-                lag = stream.seconds - (time.monotonic() - started)
-                if lag > 0:
-                    time.sleep(lag)
-        for event in stream.flush():
+    for audio in args.audio:  # the one pipeline: Spotter.detect_file (paced like a microphone with --realtime)
+        for event in spotter.detect_file(audio, realtime=args.realtime):
             emit(event, args.json)
             total += 1
     if not args.json:
@@ -201,17 +196,25 @@ def cmd_keywords(args: argparse.Namespace) -> int:
 # --- live audio: listen, devices (kwsstream/live.py, kwsstream/sources.py) ---------------------
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    from .keyset import load_keyset
     from .live import ListenOptions, listen_microphone
     from .sources import native_stderr_silenced
 
-    options = ListenOptions(device=args.device, rate=args.rate, seconds=args.seconds, queue_seconds=args.queue_seconds,
-                            stall=tuple(args.debug_stall) if args.debug_stall else None)
+    options = ListenOptions(device=args.device, rate=args.rate, seconds=args.seconds, queue_seconds=args.queue_seconds)
+    names = [kw.name for kw in load_keyset(args.keyset).keywords]  # a bad set is refused before the device opens
+
+    def spotter():  # called once the device captures: the encoder and kernels load while it buffers
+        from .matcher import limit_blas_threads
+
+        limit_blas_threads()
+        return _spotter(args)
+
     try:
-        spotter = _spotter(args)
         with native_stderr_silenced():
-            listen_microphone(spotter, options, on_event=lambda e: emit(e, args.json, prefix="heard "), say=_say)
-    except KeyboardInterrupt:  # before the stream started listening (a started one stops cleanly)
-        _say("kwsstream: interrupted before listening started")
+            listen_microphone(spotter, options, names=names,
+                              on_event=lambda e: emit(e, args.json, prefix="heard "), say=_say)
+    except KeyboardInterrupt:  # a second Ctrl-C (the first stops cleanly)
+        _say("kwsstream: interrupted")
     return EXIT_OK
 
 
@@ -228,9 +231,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: onnxruntime threads of an ONNX encoder (default: by model size, see
+    kwsstream/onnxsession.py); applied by :func:`main` before the command runs."""
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads for an ONNX encoder (default: 1 for small models such as speech_embedding, "
+                        "the physical cores for large ones; OMP_NUM_THREADS also sets it)")
+
+
 def add_live_parsers(sub) -> None:
     """The ``listen`` and ``devices`` subcommands."""
-    from .live import QUEUE_SECONDS
+    from .pipeline import QUEUE_SECONDS
 
     p = sub.add_parser("listen", help="spot keywords live in a microphone")
     p.add_argument("-k", "--keyset", required=True)
@@ -243,11 +254,11 @@ def add_live_parsers(sub) -> None:
     p.add_argument("--rate", type=int, help="open the device at this sample rate (default: the device's own)")
     p.add_argument("--queue-seconds", type=float, default=QUEUE_SECONDS,
                    help=f"audio held while processing catches up; beyond it the oldest is dropped (default {QUEUE_SECONDS:g})")
-    p.add_argument("--debug-stall", type=float, nargs=2, metavar=("AT", "SECONDS"), help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_listen)
+    add_threads_option(p)
+    p.set_defaults(func=cmd_listen, limit_blas=False)  # limited once the device captures (cmd_listen)
 
     p = sub.add_parser("devices", help="list the audio input devices")
-    p.set_defaults(func=cmd_devices)
+    p.set_defaults(func=cmd_devices, limit_blas=False)  # no matcher: numba is never imported
 
 
 # --- end of live audio ---------------------------------------------------------------------------
@@ -256,7 +267,8 @@ def add_live_parsers(sub) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(fast=args.fast, as_json=args.json, recording=args.recording, encoder=args.encoder)
+    return run_demo(fast=args.fast, as_json=args.json, recording=args.recording, encoder=args.encoder,
+                    threads=args.threads)
 
 
 def add_calibration_options(p: argparse.ArgumentParser) -> None:
@@ -299,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
     p.add_argument("--realtime", action="store_true", help="feed the audio at real time, as a microphone would")
     p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
+    add_threads_option(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("keywords", help="list the keywords of a set; remove one, or change its threshold without audio")
@@ -317,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--encoder", default="mfcc",
                    help="'mfcc' (default) or an exported .onnx model, e.g. models/speech-embedding.onnx")
+    add_threads_option(p)
     p.set_defaults(func=cmd_demo)
 
     add_live_parsers(sub)
@@ -346,9 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"kwsstream: error: {err}")
         return EXIT_USAGE
     _log_warnings_to_stderr()
-    from .matcher import limit_blas_threads
+    if getattr(args, "threads", None) is not None:  # --threads (add_threads_option)
+        from .onnxsession import set_default_threads
 
-    limit_blas_threads()
+        set_default_threads(args.threads)
+    if getattr(args, "limit_blas", True):  # importing the matcher loads numba: 'devices' never does, 'listen' later
+        from .matcher import limit_blas_threads
+
+        limit_blas_threads()
     try:
         return args.func(args)
     except KwsError as err:
