@@ -252,18 +252,3 @@ def export(out: Path, wheel: Path | None = None) -> Path:
         made.replace(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; licence {LICENSE}, see models/README.md)", file=sys.stderr)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point (``python -m export speech-embedding ARGS``); returns the exit status.
-
-    The same as ``export.__main__.main(["speech-embedding", *ARGS])``, which reports errors.
-    """
-    from .__main__ import SPEECH_EMBEDDING
-    from .__main__ import main as export_main
-
-    return export_main([SPEECH_EMBEDDING, *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
