@@ -1,5 +1,8 @@
 """A private PulseAudio server whose null sink's monitor is the default input: a virtual microphone.
 
+Used by the live tests (``tests/test_live.py``) and the live benchmark
+(``eval/bench/live_latency.py``); it lives here so that nothing outside tests/ imports from tests/.
+
 What plays into the sink (``paplay --device=SINK``) is what a program recording from the default
 input hears, through the real stack: PortAudio -> ALSA's ``pulse`` plugin -> PulseAudio. Known to
 work as root without ``--system``, with ``PULSE_RUNTIME_PATH``/``PULSE_STATE_PATH``/``HOME`` in a

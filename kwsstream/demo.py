@@ -77,10 +77,12 @@ def find_microphone():
         return None, str(err)
 
 
-def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False, encoder: str = "mfcc") -> int:
-    """Enroll the bundled keywords with ``encoder``, then spot them in the microphone when there
-    is one (until Ctrl-C), else in the bundled recording played through the same live pipeline at
-    real time (``fast``: as fast as possible; ``recording``: even when there is a microphone)."""
+def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False, encoder: str = "mfcc",
+             threads: int | None = None) -> int:
+    """Enroll the bundled keywords with ``encoder`` (``threads``: its onnxruntime threads), then
+    spot them in the microphone when there is one (until Ctrl-C), else in the bundled recording
+    played through the one pipeline (:meth:`Spotter.detect_file`) at real time (``fast``: as
+    fast as possible; ``recording``: even when there is a microphone)."""
     from .cli import emit
     from .live import ListenOptions, listen_microphone, play_recording
     from .sources import native_stderr_silenced
@@ -89,7 +91,7 @@ def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False,
     stream_path = data_dir() / "stream.flac"
     truth = json.loads((data_dir() / "stream.json").read_text(encoding="utf-8"))["truth"]
     with tempfile.TemporaryDirectory() as tmp:
-        encoding = load_encoder(encoder)
+        encoding = load_encoder(encoder, threads=threads)
         spotter = Spotter.load(build_demo_keyset(Path(tmp), encoding), encoder=encoding)
         for kw in spotter.keyset.keywords:
             say(f"enrolled {kw.name!r} from {len(kw.templates)} recordings, threshold {kw.threshold:.3f} "

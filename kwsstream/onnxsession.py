@@ -1,8 +1,15 @@
 """The one place where onnxruntime sessions are made (threads, providers, log level).
 
 Every ONNX model the runtime runs goes through :func:`make_session`, so that thread counts and
-logging are decided once. The default thread count is the number of *physical* cores the process
-may run on: wav2vec2's matrix products gain nothing from hyper-threads and lose to contention.
+logging are decided once.
+
+Threads (measured, ``python -m eval.bench.startup``; see :func:`default_threads`): a small model
+(speech_embedding, 2.4 MB) gets **one** intra-op thread: its operators are too small to split,
+so a second thread only adds synchronisation (more CPU for the same wall time) and, spinning,
+keeps a second core busy between calls. A large model (wav2vec2-size) gets the *physical* cores
+the process may run on (its matrix products gain nothing from hyper-threads). Worker threads
+busy-wait between operators only for large models. The choice is overridden by an explicit
+``threads`` (``--threads``, :func:`set_default_threads`) or ``OMP_NUM_THREADS``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,32 @@ initialisers and the like are noise for users; errors still come through as exce
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 """The runtime targets CPUs; a caller may pass others (they must be installed)."""
 _CPUINFO = Path("/proc/cpuinfo")
+SMALL_MODEL_BYTES = 32 << 20
+"""Models up to this size run on one thread without spinning (speech_embedding: 2.4 MB; an
+XLSR-53 layer-12 int8 export: ~170 MB)."""
+THREADS_ENV = "OMP_NUM_THREADS"
+_default_threads: int | None = None
+
+
+def set_default_threads(threads: int | None) -> None:
+    """The thread count every later session gets when none is given (the CLI's ``--threads``);
+    ``None`` goes back to the choice by model size."""
+    global _default_threads
+    if threads is not None and int(threads) < 1:
+        raise EncoderError(f"--threads must be at least 1 (got {threads})")
+    _default_threads = None if threads is None else int(threads)
+
+
+def default_threads(model_bytes: int) -> int:
+    """Intra-op threads for a model of ``model_bytes`` bytes when the caller chose none:
+    :func:`set_default_threads`'s value, else ``OMP_NUM_THREADS``, else 1 for a small model
+    (:data:`SMALL_MODEL_BYTES`) and :func:`physical_cores` for a large one."""
+    if _default_threads is not None:
+        return _default_threads
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    return 1 if model_bytes <= SMALL_MODEL_BYTES else physical_cores()
 
 
 def physical_cores() -> int:
@@ -54,18 +87,18 @@ def make_session(
     threads: int | None = None,
     providers: Sequence[str] | None = None,
     log_level: int = LOG_ERROR,
-    spin: bool = True,
+    spin: bool | None = None,
 ):
     """Open an onnxruntime inference session.
 
     Args:
         model: path of an ``.onnx`` file, or the serialised model bytes.
-        threads: intra-op threads; ``None`` means :func:`physical_cores`. Inter-op parallelism is
-            off (the graphs are a single chain of operators).
+        threads: intra-op threads; ``None``: :func:`default_threads` (by the model's size).
+            Inter-op parallelism is off (the graphs are a single chain of operators).
         providers: execution providers, default :data:`DEFAULT_PROVIDERS`.
         log_level: onnxruntime log severity (see :data:`LOG_ERROR`).
-        spin: let worker threads busy-wait between operators (faster; set ``False`` where other
-            work shares the cores between encoder calls).
+        spin: let worker threads busy-wait between operators (lower latency for large models,
+            a busy core between calls); ``None``: only for a large model on several threads.
 
     Raises:
         EncoderError: ``threads`` below 1, or the file is missing or is not a model
@@ -74,12 +107,15 @@ def make_session(
     import onnxruntime as ort  # deferred: importing onnxruntime costs ~0.3 s
 
     name = "<model bytes>" if isinstance(model, bytes) else str(model)
-    if threads is None:
-        threads = physical_cores()
-    if int(threads) < 1:
+    if threads is not None and int(threads) < 1:
         raise EncoderError(f"{name}: threads must be at least 1 (got {threads})")
     if not isinstance(model, bytes) and not Path(model).is_file():
         raise EncoderError(f"{name}: no such model file")
+    size = len(model) if isinstance(model, bytes) else Path(model).stat().st_size
+    if threads is None:
+        threads = default_threads(size)
+    if spin is None:
+        spin = int(threads) > 1 and size > SMALL_MODEL_BYTES
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1

@@ -1,10 +1,9 @@
-"""Where live audio comes from: input devices (what PortAudio sees, choosing one by id or name,
-:class:`MicSource`) and recordings played like one (:class:`FileSource`).
+"""Where live audio comes from: input devices (what PortAudio sees, choosing one by id or name)
+and :class:`MicSource`, a source of the one pipeline (see :mod:`kwsstream.pipeline` for the source
+protocol; files and chunk iterators are sources there).
 
-A source runs a producer thread that puts ``(first sample index, block)`` items of native-rate
-``(frames, channels)`` float32 audio into a bounded queue (``live.BlockQueue``), and exposes
-``rate``, ``name``, ``captured`` (samples delivered), ``overflows``, ``finished``, ``start()``,
-``close()`` and ``lost(seconds)`` (the error to raise when it stopped by itself, or ``None``).
+PortAudio's callback thread puts ``(first sample index, block)`` items of native-rate
+``(frames, channels)`` float32 audio into a bounded queue (``pipeline.BlockQueue``).
 
 ``sounddevice`` (which starts PortAudio) is imported only when a function here needs it, never at
 import time, so a machine without PortAudio can still enroll and detect; without it these functions
@@ -18,13 +17,8 @@ import contextlib
 import io
 import os
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-
-import soundfile as sf
 
 from .errors import AudioError
 
@@ -141,6 +135,7 @@ class MicSource:
     def __init__(self, device: DeviceInfo, rate: int | None, block_seconds: float, blocks):
         sd = _sounddevice()
         self.device, self.blocks, self.name = device, blocks, f"mic:{device.name}"
+        self.label, self.hostapi = f"input device {device.index} {device.name!r}", device.hostapi
         self.rate = int(rate or device.rate)
         self.channels = 1
         try:
@@ -153,6 +148,7 @@ class MicSource:
         self.captured = 0  # native samples delivered so far
         self.overflows = 0  # blocks PortAudio flagged input_overflow (input lost in the driver)
         self.finished = False
+        self._started = False
         try:
             self._stream = sd.InputStream(
                 device=device.index, channels=self.channels, samplerate=self.rate, dtype="float32",
@@ -172,7 +168,13 @@ class MicSource:
         self.finished = True
 
     def start(self) -> None:
-        self._stream.start()
+        """Start capturing (stream time zero); a no-op once started."""
+        if not self._started:
+            self._started = True
+            self._stream.start()
+
+    def get(self, timeout: float):
+        return self.blocks.get(timeout)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a vanished device may fail to stop; nothing is left to save
@@ -181,50 +183,3 @@ class MicSource:
     def lost(self, seconds: float) -> AudioError:
         return AudioError(f"input device {self.device.name!r} stopped delivering audio after {seconds:.1f} s "
                           "(unplugged, or its sound server stopped)")
-
-
-# --- a recording, played like a microphone ------------------------------------------------
-
-class FileSource:
-    """A recording played into ``blocks`` by a thread in blocks of ``block_seconds``, at real time
-    (``put_newest``, like a microphone: dropping when the consumer falls behind) or as fast as the
-    consumer takes them (``put_wait``: nothing lost)."""
-
-    def __init__(self, path: str | Path, block_seconds: float, blocks, *, realtime: bool = True):
-        self.path, self.blocks, self.realtime, self.name = Path(path), blocks, realtime, Path(path).name
-        try:
-            info = sf.info(str(self.path))
-        except (sf.LibsndfileError, RuntimeError) as err:
-            raise AudioError(f"{self.path}: not a readable audio file ({err})") from None
-        self.rate, self.block = int(info.samplerate), max(1, round(info.samplerate * block_seconds))
-        self.captured, self.overflows, self.finished = 0, 0, False
-        self.error: Exception | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._play, name="kwsstream-file", daemon=True)
-
-    def _play(self) -> None:
-        try:
-            started = time.monotonic()
-            for block in sf.blocks(str(self.path), blocksize=self.block, dtype="float32", always_2d=True):
-                if self._stop.is_set():
-                    break
-                if self.realtime:
-                    self._stop.wait(max(0.0, (self.captured + len(block)) / self.rate - (time.monotonic() - started)))
-                    self.blocks.put_newest(self.captured, block)
-                else:
-                    self.blocks.put_wait(self.captured, block, self._stop)
-                self.captured += len(block)
-        except (sf.LibsndfileError, RuntimeError) as err:
-            self.error = AudioError(f"{self.path}: corrupt audio ({err})")
-        finally:
-            self.finished = True
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def lost(self, seconds: float) -> AudioError | None:
-        return self.error  # None: the recording simply ended

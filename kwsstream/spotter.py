@@ -1,32 +1,54 @@
 """The Python API: a shared, read-only :class:`Spotter` and cheap per-stream :class:`Stream`\\ s.
 
     spotter = Spotter.load("keywords.kws")
-    stream = spotter.create_stream(source="mic")
-    for chunk in chunks:                      # 16 kHz mono float32, any chunk size
+    for event in spotter.detect_file("meeting.flac"):    # a whole file (realtime=True: paced)
+        print(event.keyword, event.start, event.end)
+    stream = spotter.create_stream(source="mic")         # or chunk by chunk
+    for chunk in chunks:                                 # 16 kHz mono float32, any chunk size
         for event in stream.feed(chunk):
             print(event.keyword, event.start, event.end)
-    events = stream.flush()                   # end of stream
+    events = stream.flush()                              # end of stream: the last detections
 
-One path for every source: audio → encoder state → matcher state → detector state → events.
-Many streams can share one Spotter (its encoder and template layout are never written to).
+One path for every source: audio → encoder state → gate → matcher state → detector state → events.
+Files, files paced in real time, microphones and iterators of chunks reach :meth:`Stream.feed`
+through one consumer (:mod:`kwsstream.pipeline`). Many streams can share one Spotter (its encoder
+and template layout are never written to).
+
+**Life cycle of a stream** (the same for every encoder): :meth:`Stream.feed` any number of times,
+then :meth:`Stream.flush` once: the stream is then *finished*, and feeding or flushing it again
+raises :class:`~kwsstream.errors.UsageError`. :meth:`Stream.reset` starts it again, with event
+times counted from ``start_time`` seconds (a listener that lost audio restarts its stream at the
+true time of the audio after the gap). The two halves (:meth:`Stream.encode` /
+:meth:`Stream.encode_end` and :meth:`Stream.feed_encoded` / :meth:`Stream.flush_encoded`) follow
+the same rule each.
+
+The compiled kernels (numba: matcher and detector) are imported when the first spotter is made,
+not when this module is imported, so ``import kwsstream`` stays cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .audio import check_finite
-from .detector import DetectorOptions, DetectorState, best_per_keyword
 from .encoders import Encoder, encoder_from_identity, same_identity
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import KeywordSet, load_keyset
-from .matcher import MatcherState, Templates
 from .vad import GateOptions, GateState
+
+if TYPE_CHECKING:  # imported when needed: numba loads with them (~0.7 s)
+    from .detector import DetectorOptions
+    from .pipeline import Pipeline
+
+
+def _default_detector_options() -> DetectorOptions:
+    from .detector import DetectorOptions
+
+    return DetectorOptions()
 
 ScoreSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
 """``sink(frame0, score, start, template)``: per-keyword scores ``(n, K)`` of frames ``frame0..``
@@ -42,7 +64,7 @@ class SpotterOptions:
     gate: the voice-activity gate in front of the matcher (``None``: every frame is matched).
     """
 
-    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    detector: DetectorOptions = field(default_factory=_default_detector_options)
     block_seconds: float = 0.1
     gate: GateOptions | None = field(default_factory=GateOptions)
 
@@ -78,6 +100,8 @@ class Spotter:
         encoder: the encoder; by default the one the keyword set was enrolled with.
         thresholds: override: one value for every keyword, or a mapping name → value.
         options: detector and matching options.
+        threads: encoder threads when the encoder is made here from the keyword set (ONNX;
+            ``None``: chosen by model size, see :func:`kwsstream.onnxsession.default_threads`).
     """
 
     def __init__(
@@ -87,10 +111,13 @@ class Spotter:
         *,
         thresholds: float | Mapping[str, float] | None = None,
         options: SpotterOptions | None = None,
+        threads: int | None = None,
     ):
+        from .matcher import Templates
+
         if not keyset.keywords:
             raise KeysetError("the keyword set has no keywords: enroll one first")
-        self.encoder = encoder if encoder is not None else encoder_from_identity(keyset.encoder)
+        self.encoder = encoder if encoder is not None else encoder_from_identity(keyset.encoder, threads=threads)
         if not same_identity(self.encoder.identity, keyset.encoder):
             raise KeysetError(
                 f"keyword set was enrolled with encoder {_describe(keyset.encoder)}, "
@@ -128,14 +155,37 @@ class Spotter:
         encoder: Encoder | None = None,
         thresholds: float | Mapping[str, float] | None = None,
         options: SpotterOptions | None = None,
+        threads: int | None = None,
     ) -> Spotter:
         """A spotter for the keyword set file at ``path``."""
-        return cls(load_keyset(path), encoder, thresholds=thresholds, options=options)
+        return cls(load_keyset(path), encoder, thresholds=thresholds, options=options, threads=threads)
 
     def create_stream(self, source: str = "", score_sink: ScoreSink | None = None) -> Stream:
         """A new stream (its own encoder, gate, matcher and detector state); ``source`` labels
         its events; ``score_sink`` (see :data:`ScoreSink`) receives every frame's scores."""
         return Stream(self, source, score_sink)
+
+    def detect_file(self, path: str | Path, *, realtime: bool = False) -> Pipeline:
+        """Detections in an audio file (any format, rate and channel count the audio boundary
+        takes: :func:`kwsstream.audio.iter_audio_blocks`), through the one pipeline that
+        microphones use. Iterate the result for events in time order (those of the final
+        flush included); ``realtime``: paced like a microphone (a thread plays the file into a
+        bounded queue). After the iteration ``.summary`` says what was heard.
+
+        >>> events = list(spotter.detect_file("meeting.flac"))  # doctest: +SKIP
+        """
+        from .pipeline import FileSource, Pipeline
+
+        source = FileSource(path, realtime=realtime)
+        return Pipeline(self.create_stream(source=source.name), source)
+
+    def detect_chunks(self, chunks: Iterable[np.ndarray], *, rate: int = 16_000, source: str = "chunks") -> Pipeline:
+        """Detections in an iterable of audio chunks (``(n,)`` or ``(n, channels)`` float
+        samples at ``rate`` Hz, any chunk size), through the same pipeline as files and
+        microphones (mix-down, streaming resampling, the same checks). Iterate the result."""
+        from .pipeline import ChunkSource, Pipeline
+
+        return Pipeline(self.create_stream(source=source), ChunkSource(chunks, rate, name=source))
 
     def _events(self, rows: np.ndarray, source: str, time_offset: float) -> list[Event]:
         grid = self.encoder.grid
@@ -157,6 +207,11 @@ class Stream:
     """One audio stream's state; feed it 16 kHz mono float32 samples in chunks of any size."""
 
     def __init__(self, spotter: Spotter, source: str = "", score_sink: ScoreSink | None = None):
+        from .audio import check_finite
+        from .detector import DetectorState
+        from .matcher import MatcherState
+
+        self._check_finite = check_finite
         self.spotter = spotter
         self.source = source
         self.score_sink = score_sink
@@ -165,18 +220,43 @@ class Stream:
         self._gate = GateState(gate, spotter.encoder.grid) if gate is not None else None
         self._matcher = MatcherState(spotter.templates, spotter.block)
         self._detector = DetectorState(spotter.thresholds, spotter.encoder.grid.frame_rate, spotter.options.detector)
-        self.time_offset = 0.0
+        self._start_time = 0.0
+        self._front_done = self._back_done = False  # encode_end / flush_encoded called
         self.samples_fed = 0
 
-    def reset(self) -> None:
-        """Start over: a new stream, times from zero."""
+    def reset(self, start_time: float = 0.0) -> None:
+        """Start a new stream, its event times counted from ``start_time`` seconds (where the
+        new stream's first sample lies in the caller's time: e.g. after a gap in live audio)."""
+        if not np.isfinite(start_time) or start_time < 0:
+            raise UsageError(f"start_time must be a finite number of seconds >= 0, got {start_time!r}")
         self._encoder.reset()
         if self._gate is not None:
             self._gate.reset()
         self._matcher.reset()
         self._detector.reset()
-        self.time_offset = 0.0
+        self._start_time = float(start_time)
+        self._front_done = self._back_done = False
         self.samples_fed = 0
+
+    @property
+    def start_time(self) -> float:
+        """Seconds added to every event time: where this stream started (see :meth:`reset`)."""
+        return self._start_time
+
+    @property
+    def time_offset(self) -> float:
+        """Old name of :attr:`start_time` (read-only: use ``reset(start_time=...)``)."""
+        return self._start_time
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`flush` (or :meth:`flush_encoded`) ended the stream."""
+        return self._back_done
+
+    def _check_open(self, done: bool, what: str) -> None:
+        if done:
+            raise UsageError(f"{self.source or 'stream'}: {what} after the stream was flushed: "
+                             "a flushed stream is finished; call reset(start_time=...) to start a new one")
 
     @property
     def seconds(self) -> float:
@@ -187,17 +267,20 @@ class Stream:
         return self._gate.flags(n) if self._gate is not None else None
 
     def _detect(self, score: np.ndarray, start: np.ndarray, frame0: int) -> list[Event]:
+        from .detector import best_per_keyword
+
         k_score, k_start, k_tpl = best_per_keyword(score, start, self.spotter.templates.keyword_of,
                                                    len(self.spotter.names))
         if self.score_sink is not None and len(k_score):
             self.score_sink(frame0, k_score, k_start, k_tpl)
         return self.spotter._events(self._detector.push(k_score, k_start, k_tpl, frame0), self.source,
-                                    self.time_offset)
+                                    self._start_time)
 
     def encode(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Only the front half of :meth:`feed`: the frames and gate flags (speech or not) that
         these samples complete. With :meth:`feed_encoded` they are what :meth:`feed` does; apart,
         they let encoded audio be kept and matched again (calibration's background cache)."""
+        self._check_open(self._front_done, "encode()/feed()")
         samples = self._checked(samples)
         if self._gate is not None:
             self._gate.push(samples)
@@ -206,7 +289,10 @@ class Stream:
         return frames, np.ones(len(frames), np.bool_) if flags is None else flags
 
     def encode_end(self) -> tuple[np.ndarray, np.ndarray]:
-        """The last frames and flags of the stream (the front half of :meth:`flush`)."""
+        """The last frames and flags of the stream (the front half of :meth:`flush`); the front
+        half is then finished."""
+        self._check_open(self._front_done, "encode_end()/flush()")
+        self._front_done = True
         if self._gate is not None:
             self._gate.flush()
         frames = self._encoder.flush()
@@ -216,12 +302,16 @@ class Stream:
     def feed_encoded(self, frames: np.ndarray, gate: np.ndarray) -> list[Event]:
         """Match frames and gate flags from :meth:`encode` (of a stream of the same encoder and
         gate); return the detections they complete."""
+        self._check_open(self._back_done, "feed_encoded()")
         return self._detect(*self._matcher.push(np.asarray(frames, np.float32), gate))
 
     def flush_encoded(self) -> list[Event]:
-        """End of an encoded stream fed with :meth:`feed_encoded`: the last detections."""
+        """End of an encoded stream fed with :meth:`feed_encoded`: the last detections. The
+        stream is then finished (:meth:`reset` starts a new one)."""
+        self._check_open(self._back_done, "flush_encoded()/flush()")
         events = self._detect(*self._matcher.flush())
-        return events + self.spotter._events(self._detector.flush(), self.source, self.time_offset)
+        self._back_done = True
+        return events + self.spotter._events(self._detector.flush(), self.source, self._start_time)
 
     def _checked(self, samples: np.ndarray) -> np.ndarray:
         samples = np.asarray(samples)
@@ -229,7 +319,7 @@ class Stream:
             raise AudioError(
                 f"{self.source or 'stream'}: feed() takes 1-D float samples at 16 kHz, got {samples.dtype} {samples.shape}"
             )
-        check_finite(samples, self.source or "stream")
+        self._check_finite(samples, self.source or "stream")
         self.samples_fed += len(samples)
         return samples.astype(np.float32, copy=False)
 
@@ -238,8 +328,8 @@ class Stream:
         return self.feed_encoded(*self.encode(samples))
 
     def flush(self) -> list[Event]:
-        """End of stream: process what is left and emit pending detections. The stream can then
-        be :meth:`reset` and reused."""
+        """End of stream: process what is left and return the pending detections. The stream
+        is then finished: feeding it raises :class:`UsageError` until :meth:`reset`."""
         return self.feed_encoded(*self.encode_end()) + self.flush_encoded()
 
 

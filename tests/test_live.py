@@ -1,6 +1,7 @@
-"""The microphone, end to end and for real: no mocks of sounddevice.
+"""The microphone, end to end and for real: no mocks of sounddevice; and the one pipeline's
+live behaviour (gaps, drops, rates) through test sources.
 
-A private PulseAudio server (``pulse_helpers``) gives a null sink whose monitor is the default
+A private PulseAudio server (``eval.pulse``) gives a null sink whose monitor is the default
 input: ``paplay`` into the sink is what ``kwsstream listen`` hears, through PortAudio, ALSA's pulse
 plugin and PulseAudio, resampled by PulseAudio to the device's 44.1 kHz and by kwsstream back to
 16 kHz.
@@ -11,8 +12,12 @@ input stream has started (stream time zero). The test starts ``listen``, reads t
 file whose keyword lies at a known place after a lead-in of silence. The keyword's expected stream
 time is its place in the file plus ``t_play - t_listen``; stream zero comes a little before
 ``t_listen`` and paplay's audio reaches the sink a little after ``t_play`` (both a few tens of ms,
-measured), well inside the 0.3 s tolerance. With a processing stall that drops seconds of audio,
-the times must stay the same (a listener that did not resynchronise would be seconds early).
+measured), well inside the 0.3 s tolerance. ``listen`` opens the device before it loads the
+spotter: a keyword played 0.3 s after launch, while it still loads, is heard at its true time.
+
+Faults are injected through test sources, not production options: a paced file whose consumer
+stalls for 2 s (a processing hiccup) must drop the oldest audio and keep event times true (a
+listener that did not resynchronise would be seconds early).
 """
 
 from __future__ import annotations
@@ -30,18 +35,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 from cli_helpers import one_line_error
-from pulse_helpers import PulseServer, client_env, missing
 
+from eval.pulse import PulseServer, client_env, missing
 from kwsstream import Spotter
 from kwsstream.audio import load_audio
-from kwsstream.live import BlockQueue, Listener, ListenOptions
+from kwsstream.pipeline import BlockQueue, FileSource, Pipeline
 
 TOLERANCE = 0.3  # seconds
 SR = 16_000
 BEFORE, AFTER = 3.0, 1.0  # seconds of the stream kept around the keyword
 LEAD = 0.5  # seconds of silence before the excerpt in the played file
-STALL = ("0.3", "2.0")  # the listener stalls at 0.3 s for 2 s: with a 0.5 s queue, ~1.5 s are dropped
+STALL_AT, STALL_SECONDS = 0.3, 2.0  # the consumer stalls at 0.3 s for 2 s: with a 0.5 s queue, ~1.5 s are dropped
 STALL_LEAD = 2.5  # lead-in then (the excerpt starts after the stall and the catch-up)
+PLAY_AFTER_LAUNCH = 0.3  # seconds between starting listen and playing the keyword
 TAIL = 0.5  # seconds listened after the file ends (the excerpt ends 1 s after its keyword)
 STARTUP_TIMEOUT = 60.0
 
@@ -159,14 +165,14 @@ def json_events(out: str) -> list[dict]:
     return events
 
 
-def check_time(events: list[dict], where: tuple, offset: float) -> None:
+def check_time(events: list[dict], where: tuple, offset: float, source: str = "mic:", note: str = "") -> None:
     keyword, start, end = where
-    assert [e["keyword"] for e in events] == [keyword], events
+    assert [e["keyword"] for e in events] == [keyword], f"{events} {note}"
     e = events[0]
     late = (e["start"] - start - offset, e["end"] - end - offset)
     assert max(map(abs, late)) <= TOLERANCE, \
-        f"event {e} is {late} s off the keyword at {start + offset:.3f}-{end + offset:.3f} s"
-    assert e["source"].startswith("mic:") and e["cost"] < e["threshold"]
+        f"event {e} is {late} s off the keyword at {start + offset:.3f}-{end + offset:.3f} s {note}"
+    assert e["source"].startswith(source) and e["cost"] < e["threshold"]
 
 
 @needs_pulse
@@ -183,17 +189,64 @@ def test_listen_reports_nothing_without_the_keyword(pulse, keyset, excerpts, tmp
     assert out == "" and "0 detection(s)" in err
 
 
-@needs_pulse
-def test_falling_behind_drops_oldest_audio_and_keeps_times_true(pulse, keyset, excerpts, tmp_path):
+class StallingSource:
+    """A test source: a file paced in real time into a small queue (like a microphone) whose
+    consumer stalls once: the pipeline's ``get`` at ``at`` seconds of stream time sleeps
+    ``seconds`` while the producer goes on, so the queue overflows and the oldest audio goes."""
+
+    def __init__(self, path: Path, at: float, seconds: float, queue_seconds: float = 0.5):
+        self.inner = FileSource(path, realtime=True, queue_seconds=queue_seconds)
+        self.rate, self.name = self.inner.rate, "mic:stalling"
+        self.at, self.seconds, self.stalled = at, seconds, False
+        self.taken = 0
+
+    def __getattr__(self, name):  # captured, overflows, finished, start, close, lost
+        return getattr(self.inner, name)
+
+    def get(self, timeout: float):
+        if not self.stalled and self.taken >= self.at * self.rate:
+            self.stalled = True
+            time.sleep(self.seconds)
+        item = self.inner.get(timeout)
+        if item is not None:
+            self.taken = item[0] + len(item[1])
+        return item
+
+
+def test_falling_behind_drops_oldest_audio_and_keeps_times_true(keyset, excerpts, tmp_path):
     positive, (keyword, start, end), _ = excerpts
     path = played_file(tmp_path, positive, STALL_LEAD, "late.wav")
-    out, err, offset = listen_to(pulse, keyset, path, "--device", "pulse", "--queue-seconds", "0.5",
-                                 "--debug-stall", *STALL)
-    warnings = [line for line in err.splitlines() if line.startswith("warning: processing fell behind: dropped")]
-    assert len(warnings) == 1, err
-    dropped = float(warnings[0].split("dropped ")[1].split(" s")[0])
-    assert 1.0 <= dropped <= 2.0, err
-    check_time(json_events(out), (keyword, start + STALL_LEAD, end + STALL_LEAD), offset)
+    spotter, said = Spotter.load(keyset), []
+    source = StallingSource(path, STALL_AT, STALL_SECONDS)
+    pipeline = Pipeline(spotter.create_stream(source=source.name), source, warn=said.append)
+    events = [e.to_dict() for e in pipeline]
+    warnings = [line for line in said if line.startswith("processing fell behind: dropped")]
+    assert len(warnings) == 1 and pipeline.summary.drops == 1, said
+    assert 1.0 <= pipeline.summary.dropped_seconds <= 2.0, said
+    check_time(events, (keyword, start + STALL_LEAD, end + STALL_LEAD), 0.0, source="mic:stalling")
+
+
+@needs_pulse
+def test_listen_opens_the_device_first_and_hears_a_keyword_said_while_it_loads(pulse, keyset, excerpts, tmp_path):
+    """The keyword file starts playing 0.3 s after ``listen`` is launched, before its spotter
+    has loaded: what was said is captured and buffered meanwhile, and found at its true time."""
+    positive, (keyword, start, end), _ = excerpts
+    path = played_file(tmp_path, positive, LEAD, "early.wav")
+    seconds = sf.info(str(path)).duration + PLAY_AFTER_LAUNCH + TAIL
+    launched = time.monotonic()
+    proc = subprocess.Popen(kwsstream("listen", "-k", keyset, "--json", "--seconds", f"{seconds:.2f}"),
+                            env=pulse.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(max(0.0, launched + PLAY_AFTER_LAUNCH - time.monotonic()))
+    t_play = time.monotonic()
+    player = pulse.play(path)
+    first = wait_for_line(proc, "listening")
+    t_listen = time.monotonic()  # a little after stream time zero
+    out, err = proc.communicate(timeout=seconds + 60)
+    assert player.wait(timeout=30) == 0, player.stderr.read()
+    assert proc.returncode == 0, first + err
+    late = f"(capture started {t_listen - launched:.2f} s after launch)"
+    assert "dropped" not in err.split("stopped")[0], first + err + late
+    check_time(json_events(out), (keyword, start + LEAD, end + LEAD), t_play - t_listen, note=late)
 
 
 @needs_pulse
@@ -283,6 +336,9 @@ class BlocksSource:
     def start(self) -> None:
         pass
 
+    def get(self, timeout: float):
+        return self.blocks.get(timeout)
+
     def close(self) -> None:
         pass
 
@@ -290,11 +346,12 @@ class BlocksSource:
         return None
 
 
-def run_listener(spotter, items, rate=SR, **options):
-    events, said = [], []
-    listener = Listener(spotter.create_stream(source="blocks"), BlocksSource(items, rate), ListenOptions(**options),
-                        on_event=events.append, say=said.append)
-    return listener.run(), events, said
+def run_listener(spotter, items, rate=SR, seconds=None):
+    said = []
+    pipeline = Pipeline(spotter.create_stream(source="blocks"), BlocksSource(items, rate), seconds=seconds,
+                        warn=said.append)
+    events = list(pipeline)
+    return pipeline.summary, events, said
 
 
 def test_a_gap_restarts_the_stream_at_the_true_time(speech, keyset):
@@ -311,7 +368,7 @@ def test_a_gap_restarts_the_stream_at_the_true_time(speech, keyset):
     expected = []
     for first, last in ((0, gap_start), (gap_end, len(audio))):
         stream = spotter.create_stream(source="blocks")
-        stream.time_offset = first / SR
+        stream.reset(start_time=first / SR)
         expected += stream.feed(audio[first:last]) + stream.flush()
     assert [e.to_dict() for e in events] == [e.to_dict() for e in expected]
     assert summary.drops == 1 and summary.dropped_seconds == pytest.approx(2.0) and summary.stopped == "end"

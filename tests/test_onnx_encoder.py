@@ -118,7 +118,10 @@ def test_reset_and_reuse(models):
     state.reset()
     again = np.concatenate([state.push(audio), state.flush()])
     np.testing.assert_array_equal(again, first)
-    # flush leaves the state ready for the next stream
+    # flush finishes the stream (the contract of every encoder state); reset starts a new one
+    with pytest.raises(UsageError, match="flushed"):
+        state.push(audio)
+    state.reset()
     np.testing.assert_array_equal(np.concatenate([state.push(audio), state.flush()]), first)
 
 

@@ -1,11 +1,13 @@
-"""The streaming API: chunk-size invariance of frames and events, reset, shared spotters, input checks."""
+"""The streaming API: chunk-size invariance of frames and events, the stream life cycle (flush
+finishes, reset(start_time) restarts) for every encoder, shared spotters, input checks, and the one
+pipeline (detect_file, detect_chunks) giving what a hand-fed stream gives."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kwsstream import AudioError, Spotter
+from kwsstream import AudioError, Spotter, UsageError
 from kwsstream.audio import load_audio
 from kwsstream.encoders.mfcc import MfccEncoder
 from kwsstream.enroll import enroll_examples
@@ -79,7 +81,64 @@ def test_empty_and_bad_input(spotter):
     stream = spotter.create_stream("s")
     assert stream.feed(np.zeros(0, np.float32)) == []
     assert stream.flush() == []
+    stream.reset()
     with pytest.raises(AudioError, match="NaN"):
         stream.feed(np.array([0.1, np.nan], np.float32))
     with pytest.raises(AudioError, match="1-D float"):
         stream.feed(np.zeros((10, 2), np.float32))
+
+
+def test_a_flushed_stream_is_finished_until_reset(spotter, excerpt):
+    """One life cycle for every stream: after flush() feeding or flushing raises a clear error;
+    reset(start_time=T) starts a new stream whose events are the first run's shifted by T."""
+    audio = excerpt[0]
+    stream = spotter.create_stream("s")
+    first = run(stream, audio, 4000)
+    assert first and stream.finished
+    for call in (lambda: stream.feed(audio[:100]), stream.flush, lambda: stream.encode(audio[:100]),
+                 stream.encode_end, stream.flush_encoded):
+        with pytest.raises(UsageError, match=r"flushed.*reset\(start_time"):
+            call()
+    stream.reset(start_time=12.5)
+    assert not stream.finished and stream.start_time == 12.5
+    again = run(stream, audio, 4000)
+    assert [(e.keyword, round(e.start - 12.5, 6), round(e.end - 12.5, 6)) for e in again] == \
+        [(e.keyword, round(e.start, 6), round(e.end, 6)) for e in first]
+    with pytest.raises(UsageError, match="start_time"):
+        stream.reset(start_time=-1)
+
+
+def test_encoder_states_share_the_life_cycle(spotter, excerpt):
+    state = spotter.encoder.create_state()
+    whole = np.concatenate([state.push(excerpt[0]), state.flush()])
+    with pytest.raises(UsageError, match="flushed"):
+        state.push(excerpt[0][:100])
+    with pytest.raises(UsageError, match="flushed"):
+        state.flush()
+    state.reset()
+    np.testing.assert_array_equal(np.concatenate([state.push(excerpt[0]), state.flush()]), whole)
+
+
+def test_detect_file_and_chunks_are_the_hand_fed_stream(spotter, speech, tmp_path):
+    """The one pipeline: a file (any rate and channel count), and an iterator of chunks at
+    another rate, give what feeding the stream by hand gives."""
+    import soundfile as sf
+    import soxr
+
+    audio = load_audio(speech.stream)
+    by_hand = [e.to_dict() for e in run(spotter.create_stream(str(speech.stream)), audio, 16000)]
+    assert by_hand
+    pipeline = spotter.detect_file(speech.stream)
+    assert [e.to_dict() for e in pipeline] == by_hand
+    assert pipeline.summary.stopped == "end" and pipeline.summary.detections == len(by_hand)
+    native = soxr.resample(audio, 16000, 22050).astype(np.float32)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([native, native], axis=1), 22050, subtype="FLOAT")
+    chunks = (native[i:i + 777] for i in range(0, len(native), 777))
+    for events in (list(spotter.detect_file(stereo)), list(spotter.detect_chunks(chunks, rate=22050))):
+        assert [e.keyword for e in events] == [e["keyword"] for e in by_hand]
+        assert max(abs(e.start - d["start"]) + abs(e.end - d["end"]) for e, d in zip(events, by_hand)) <= 0.05
+    with pytest.raises(AudioError, match="no such file"):
+        list(spotter.detect_file(tmp_path / "missing.wav"))
+    with pytest.raises(AudioError, match="float samples"):
+        list(spotter.detect_chunks([np.zeros(100, np.int16)]))

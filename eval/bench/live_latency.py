@@ -4,7 +4,7 @@
 
 For each encoder: enroll three Spanish keywords from three eSpeak NG voices, build a scene of four
 *other* voices saying them inside sentences (20 dB noise), start a private PulseAudio server whose
-null sink's monitor is the default input (the tests' virtual microphone, ``tests/pulse_helpers.py``),
+null sink's monitor is the default input (the tests' virtual microphone, ``eval/pulse.py``),
 start ``kwsstream listen --json --seconds 60*MINUTES`` on it as a child process and play the scene
 into the sink over and over (``paplay``) until the time is up.
 
@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="passed to listen (e.g. for random-weight models, whose "
                         "detections are not keywords but still time the pipeline)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from pulse_helpers import PulseServer, missing
+    from eval.pulse import PulseServer, missing
 
     if missing():
         raise SystemExit(missing())

@@ -9,6 +9,8 @@ Contract every encoder keeps (tested for each):
 * ``state.push(chunk)`` returns the frames that became final with this chunk, in order; the
   concatenation of all pushes and the final ``flush()`` does not depend on how the audio was cut
   into chunks (bit for bit).
+* Life cycle: ``flush()`` ends the stream; pushing or flushing again raises
+  :class:`~kwsstream.errors.UsageError` until ``reset()`` starts a new one (tested for each).
 * Frame ``j`` of a stream is centred at ``grid.centre(j)`` seconds from the stream's start.
 * ``encode(audio)`` encodes one whole utterance at once (the reference for streaming, and what
   enrollment uses: contextual models see the whole recording).
@@ -77,7 +79,8 @@ class EncoderState(Protocol):
         """Take 16 kHz float32 samples; return the frames now final, shape ``(n, dim)``."""
 
     def flush(self) -> np.ndarray:
-        """End of stream: return the remaining frames, shape ``(n, dim)``."""
+        """End of stream: return the remaining frames, shape ``(n, dim)``; the state is then
+        finished (``push``/``flush`` raise until :meth:`reset`)."""
 
     def reset(self) -> None:
         """Forget everything: ready for a new stream."""

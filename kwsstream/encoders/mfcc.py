@@ -186,6 +186,11 @@ class _MfccState:
         self._pending = np.zeros((0, WINDOW), np.float32)
         self._mean = np.zeros(self._enc.dim, np.float64)
         self._count = 0
+        self._finished = False
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise UsageError("the encoder stream was flushed: reset() it before feeding a new stream")
 
     def _compute(self, windows: np.ndarray) -> np.ndarray:
         feats = self._enc.cepstra(windows)
@@ -198,6 +203,7 @@ class _MfccState:
         return feats.astype(np.float32)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
+        self._check_open()
         windows = self._framer.push(samples)
         if len(self._pending):
             windows = np.concatenate([self._pending, windows])
@@ -208,6 +214,9 @@ class _MfccState:
         return np.concatenate([self._compute(windows[g : g + GROUP]) for g in range(0, n_full, GROUP)])
 
     def flush(self) -> np.ndarray:
+        """End of stream: the frames of the last partial group; the stream is then finished."""
+        self._check_open()
+        self._finished = True
         rest, self._pending = self._pending, np.zeros((0, WINDOW), np.float32)
         if len(rest) == 0:
             return np.zeros((0, self._enc.dim), np.float32)

@@ -105,10 +105,12 @@ class OnnxEncoder:
 
     Args:
         path: the ``.onnx`` file.
-        threads: onnxruntime intra-op threads (default: physical cores).
+        threads: onnxruntime intra-op threads (default: by model size, see
+            :func:`kwsstream.onnxsession.default_threads`).
         layer: for an all-layers model, the layer to stream and encode (default: the model's).
         stream: streaming geometry for contextual models.
-        spin: let onnxruntime's threads busy-wait (see :func:`kwsstream.onnxsession.make_session`).
+        spin: let onnxruntime's threads busy-wait (default: by model size, see
+            :func:`kwsstream.onnxsession.make_session`).
 
     Raises:
         EncoderError: missing or unusable file, metadata that breaks the contract, a layer the
@@ -117,7 +119,7 @@ class OnnxEncoder:
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, *, layer: int | None = None,
-                 stream: StreamOptions = StreamOptions(), spin: bool = True):
+                 stream: StreamOptions = StreamOptions(), spin: bool | None = None):
         self.path = Path(path)
         name = str(self.path)
         if not self.path.is_file():
@@ -261,7 +263,8 @@ class OnnxEncoder:
 
 class OnnxStream:
     """One stream's state for an :class:`OnnxEncoder`: pending audio, cached front-end features
-    and the stitcher. ``flush()`` ends the stream and leaves the state reset for a new one."""
+    and the stitcher. ``flush()`` ends the stream: pushing or flushing again raises
+    :class:`UsageError` until ``reset()`` (the contract of every encoder state, see base.py)."""
 
     def __init__(self, encoder: OnnxEncoder):
         self.encoder = encoder
@@ -276,6 +279,11 @@ class OnnxStream:
         self._audio_start = 0
         self._feats = np.zeros((0, self.encoder.info.feature_size), np.float32)  # frames _feat_start..
         self._feat_start = 0
+        self._finished = False
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise UsageError("the encoder stream was flushed: reset() it before feeding a new stream")
 
     @property
     def _received(self) -> int:
@@ -287,16 +295,19 @@ class OnnxStream:
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Take 16 kHz float32 samples; return the frames now final, ``(n, dim)``."""
+        self._check_open()
         chunk = self.encoder._check_audio(samples)
         if len(chunk):
             self._audio = np.concatenate([self._audio, chunk])
         return self._run(self._stitcher.steps(self._available()))
 
     def flush(self) -> np.ndarray:
-        """End of stream: return the remaining frames, ``(n, dim)``; then reset."""
+        """End of stream: return the remaining frames, ``(n, dim)``; the stream is then finished."""
+        self._check_open()
         self._audio = np.concatenate([self._audio, np.zeros(self.encoder.grid.pad, np.float32)])
         frames = self._run(self._stitcher.steps(self._available(), final=True))
-        self.reset()
+        self._finished = True
+        self._audio, self._feats = self._audio[:0], self._feats[:0]  # nothing of it is needed again
         return frames
 
     def _segment(self, first: int, end: int) -> np.ndarray:
