@@ -8,7 +8,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 
 from eval import streamreport as report
 from kwsstream import demo
