@@ -414,8 +414,9 @@ def write_speech_corpus(out: Path, name: str, language: str, selection: Selectio
             relative = f"enroll/{safe_name(item.prompt.name)}.flac"
             if not (folder / relative).is_file():
                 sf.write(folder / relative, item.prompt.load(), SAMPLE_RATE, subtype="PCM_16")
-            examples.append({"audio": relative, "speaker": item.prompt.speaker,
-                             "segment": [round(occurrence.start, 3), round(occurrence.end, 3)]})
+            examples.append({"audio": relative,
+                             "segment": [round(occurrence.start, 3), round(occurrence.end, 3)],
+                             "speaker": item.prompt.speaker})
         keywords[keyword] = examples
     stream = write_stream(folder, name, _pieces(selection.stream, list(keywords)), seed, "speech",
                           speakers)
@@ -455,17 +456,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="download and decode cache (default %(default)s)")
 
 
-def _summary(manifest: dict) -> str:
-    """One line per corpus: hours, keywords, occurrences."""
+def _summary(manifest: dict, counts: dict[str, int]) -> str:
+    """One line per corpus: hours, streams, keywords, occurrences, alignment agreement."""
     hours = sum(s["seconds"] for s in manifest["streams"]) / 3600
-    folder_note = ""
-    a = manifest.get("alignment", {})
+    line = f"{manifest['name']}: {hours:.2f} h in {len(manifest['streams'])} stream(s)"
     if manifest["keywords"]:
-        folder_note = (f", {len(manifest['keywords'])} keywords, "
-                       f"{manifest.get('_occurrences', 0)} stream occurrences, "
-                       f"{a.get('prompts_dropped', 0)} prompts dropped, agreement median "
-                       f"{a.get('agreement_median_s')} s p90 {a.get('agreement_p90_s')} s")
-    return f"{manifest['name']}: {hours:.2f} h in {len(manifest['streams'])} stream(s){folder_note}"
+        a = manifest["alignment"]
+        line += (f", {len(manifest['keywords'])} keywords, {sum(counts.values())} stream "
+                 f"occurrences, {a['prompts_dropped']} prompts dropped, agreement median "
+                 f"{a['agreement_median_s']} s p90 {a['agreement_p90_s']} s\n  "
+                 + ", ".join(f"{k} {n}" for k, n in counts.items()))
+    return line
 
 
 def _count_truth(out: Path, manifest: dict) -> dict[str, int]:
@@ -517,11 +518,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"aligner vs energy trim on one-word prompts: {len(trim_errors)} boundaries, "
               f"median {np.median(trim_errors):.3f} s, p90 {np.percentile(trim_errors, 90):.3f} s")
     for manifest in built:
-        counts = _count_truth(out, manifest)
-        manifest["_occurrences"] = sum(counts.values())
-        print(_summary(manifest))
-        if manifest["keywords"]:
-            print("  " + ", ".join(f"{k} {n}" for k, n in counts.items()))
+        print(_summary(manifest, _count_truth(out, manifest)))
     return 0
 
 
