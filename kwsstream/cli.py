@@ -231,10 +231,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def parse_threads(text: str) -> int:
+    """``--threads N``: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UsageError(f"--threads {text!r} must be a whole number >= 1")
+    return int(text)
+
+
 def add_threads_option(p: argparse.ArgumentParser) -> None:
     """``--threads N``: onnxruntime threads of an ONNX encoder (default: by model size, see
     kwsstream/onnxsession.py); applied by :func:`main` before the command runs."""
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--threads", type=parse_threads, metavar="N",
                    help="threads for an ONNX encoder (default: 1 for small models such as speech_embedding, "
                         "the physical cores for large ones; OMP_NUM_THREADS also sets it)")
 
@@ -267,8 +274,8 @@ def add_live_parsers(sub) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(fast=args.fast, as_json=args.json, recording=args.recording, encoder=args.encoder,
-                    threads=args.threads)
+    return run_demo(fast=args.fast, recording=args.recording, encoder=args.encoder, threads=args.threads,
+                    report=lambda event: emit(event, args.json, prefix="heard "))
 
 
 def add_calibration_options(p: argparse.ArgumentParser) -> None:

@@ -77,13 +77,13 @@ def find_microphone():
         return None, str(err)
 
 
-def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False, encoder: str = "mfcc",
-             threads: int | None = None) -> int:
+def run_demo(fast: bool = False, recording: bool = False, encoder: str = "mfcc", threads: int | None = None, *,
+             report) -> int:
     """Enroll the bundled keywords with ``encoder`` (``threads``: its onnxruntime threads), then
     spot them in the microphone when there is one (until Ctrl-C), else in the bundled recording
     played through the one pipeline (:meth:`Spotter.detect_file`) at real time (``fast``: as
-    fast as possible; ``recording``: even when there is a microphone)."""
-    from .cli import emit
+    fast as possible; ``recording``: even when there is a microphone). ``report(event)`` shows
+    each detection (the CLI prints it)."""
     from .live import ListenOptions, listen_microphone, play_recording
     from .sources import native_stderr_silenced
 
@@ -99,7 +99,7 @@ def run_demo(fast: bool = False, as_json: bool = False, recording: bool = False,
     events = []
 
     def on_event(event) -> None:
-        emit(event, as_json, prefix="heard ")
+        report(event)
         events.append(event)
 
     try:

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numba
 import numpy as np
 
 from ..errors import EncoderError, UsageError
@@ -156,8 +155,7 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
     return basis
 
 
-@numba.njit(cache=True)
-def _causal_cmn(feats, mean, count, horizon):  # pragma: no cover - compiled
+def _causal_cmn_kernel(feats, mean, count, horizon):  # pragma: no cover - compiled
     """In place: subtract from each frame the running mean including it.
 
     feats: (n, d) float64; mean: (d,) float64 state; count: frames seen so far (state, returned);
@@ -171,6 +169,20 @@ def _causal_cmn(feats, mean, count, horizon):  # pragma: no cover - compiled
             mean[c] += alpha * (feats[j, c] - mean[c])
             feats[j, c] -= mean[c]
     return count
+
+
+_compiled = None
+
+
+def _causal_cmn(feats, mean, count, horizon):
+    """:func:`_causal_cmn_kernel` compiled by numba (cached on disk) at its first use, not at
+    import: checking a stored MFCC identity (loading a keyword set) must not load numba."""
+    global _compiled
+    if _compiled is None:
+        import numba
+
+        _compiled = numba.njit("int64(float64[:, ::1], float64[::1], int64, int64)", cache=True)(_causal_cmn_kernel)
+    return _compiled(feats, mean, count, horizon)
 
 
 class _MfccState:
