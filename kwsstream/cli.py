@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of the keyword inside a longer recording")
     p.add_argument("--threshold", type=parse_threshold, help="set the threshold instead of calibrating it (higher: more detections)")
     add_calibration_options(p)
+    add_threads_option(p)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("calibrate", help="set thresholds to a false-alarm rate on background audio")
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyword", action="append", metavar="NAME", help="calibrate only this keyword (repeatable)")
     p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
     add_calibration_options(p)
+    add_threads_option(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("detect", help="find enrolled keywords in audio files")
