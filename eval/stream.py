@@ -88,7 +88,7 @@ def conditioned_audio(out: Path, corpus: Corpus, stream: StreamInfo, condition: 
 def enrolled_keyset(out: Path, corpus: Corpus, names: list[str], encoder, label: str):
     """The corpus's keywords enrolled with ``encoder`` from their per-example segments, then
     calibrated together (the enrollment thresholds); cached under ``out/keysets``."""
-    from kwsstream.enroll import _add_examples, calibrate_keywords
+    from kwsstream.enroll import add_examples, calibrate_keywords
     from kwsstream.keyset import load_keyset, save_keyset
 
     examples = [(n, str(e["audio"]), file_hash(e["audio"]), e["segment"]) for n in names for e in corpus.keywords[n]]
@@ -98,7 +98,7 @@ def enrolled_keyset(out: Path, corpus: Corpus, names: list[str], encoder, label:
         return load_keyset(path), path
     keyset = None
     for name, audio, _, segment in examples:
-        keyset = _add_examples(keyset, encoder, name, [audio], segment)
+        keyset = add_examples(keyset, encoder, name, [audio], segment)
     keyset = calibrate_keywords(keyset, encoder)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_keyset(keyset, path)

@@ -157,9 +157,11 @@ def _get(keyset: KeywordSet, name: str) -> Keyword:
     return kw
 
 
-def _add_examples(keyset: KeywordSet | None, encoder: Encoder, name: str, paths: Sequence[str | Path],
+def add_examples(keyset: KeywordSet | None, encoder: Encoder, name: str, paths: Sequence[str | Path],
                   segment: tuple[float, float] | None = None, threshold: float | None = None) -> KeywordSet:
-    """``keyset`` with ``paths`` added as templates of ``name`` (not yet calibrated)."""
+    """``keyset`` with ``paths`` added as templates of ``name`` (one template each, all cut at
+    ``segment`` if given), not yet calibrated: call :func:`calibrate_keywords` once after adding
+    every keyword (one pass over the background)."""
     name = name.strip()
     if not name:
         raise UsageError("the keyword name is empty")
@@ -199,7 +201,7 @@ def enroll(
     ``keyset`` None starts a new set for ``encoder``; an existing set must have been enrolled with
     the same encoder. Returns the new set (the caller saves it).
     """
-    keyset = _add_examples(keyset, encoder, name, paths, segment, threshold)
+    keyset = add_examples(keyset, encoder, name, paths, segment, threshold)
     return calibrate_keywords(keyset, encoder, [name.strip()], background=background, fa_per_hour=fa_per_hour)
 
 
@@ -212,5 +214,5 @@ def enroll_examples(
     if not examples:
         raise UsageError("no keywords to enroll")
     for name, paths in examples.items():
-        keyset = _add_examples(keyset, encoder, name, paths)
+        keyset = add_examples(keyset, encoder, name, paths)
     return calibrate_keywords(keyset, encoder, list(examples), background=background, fa_per_hour=fa_per_hour)
