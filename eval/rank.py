@@ -20,14 +20,14 @@ of the searched sentences' frames (mean ``mu``, standard deviation ``sigma`` per
 =============  =========================================
 
 How it is computed: the query frames of every representation that shares the sentences
-(word-level and contextual) are stacked, and multiplied with blocks of sentence frames (BLAS;
-at most ``block_bytes`` of products, so memory is bounded by one layer's sentence frames plus one
-block). Two products per block serve the three normalisations: one on centred frames
-(``center``, and ``none`` by adding back the mean's terms,
-``q.s = (q-mu).(s-mu) + (q-mu).mu + mu.(s-mu) + mu.mu``, exact in float32 for wav2vec2's
-anisotropic frames), one on centred frames weighted by ``1/sigma^2`` (``zscore``). A numba kernel,
-parallel over sentences, turns the products into distances a few frames at a time and advances
-the queries' S-DTW columns over them.
+(word-level and contextual) are stacked in the runtime's template layout
+(:meth:`kwsstream.matcher.TemplateLayout.from_lengths`) and multiplied with blocks of sentence
+frames (BLAS; at most ``block_bytes`` of products, so memory is bounded by one layer's sentence
+frames plus one block). ``none`` multiplies unit-length rows (``kwsstream.matcher.unit_rows``), so
+its local distances are the runtime's own, ``Templates.distances``, number for number (tested);
+``center`` multiplies centred frames and ``zscore`` centred frames weighted by ``1/sigma^2``, each
+then scaled by the rows' inverse norms. A numba kernel, parallel over sentences, turns the
+products into distances a few frames at a time and advances the queries' S-DTW columns over them.
 
 One property of the runtime's score to know when comparing numbers: the normalisation uses the
 length of the *cheapest* path, so when two paths of different lengths tie exactly in cost (a run
@@ -46,13 +46,11 @@ import numpy as np
 
 from kwsstream import sdtw
 from kwsstream.errors import UsageError
-from kwsstream.matcher import EPS, Templates
+from kwsstream.matcher import EPS, TemplateLayout, unit_rows
 
 NORMALIZATIONS = ("none", "center", "zscore")
 DEFAULT_BLOCK_BYTES = 256 * 2**20
 """Bytes of one block of query × sentence dot products (float32)."""
-RESOLVABLE = 1e-4
-"""See :func:`_raw_inverse_norms`."""
 CHUNK_FRAMES = 16
 """Sentence frames whose distances are formed at a time (they stay in cache for the kernel)."""
 SIGMA_FLOOR = 1e-6
@@ -154,17 +152,6 @@ def _inverse_norms(x: np.ndarray, weight: np.ndarray | None = None) -> np.ndarra
     return (1.0 / np.maximum(_norms(x, weight), EPS)).astype(np.float32)
 
 
-def _raw_inverse_norms(raw: np.ndarray, centred: np.ndarray) -> np.ndarray:
-    """Row scales for ``none``, whose dot products are derived from the centred ones: a frame
-    whose norm is below :data:`RESOLVABLE` of its centred norm (digital silence: an all-zero
-    MFCC frame) has no direction that float32 can recover that way, and is treated as the
-    runtime treats an all-zero frame (scale 0: cosine 0, distance 1)."""
-    norm, centred_norm = _norms(raw), _norms(centred)
-    scale = 1.0 / np.maximum(norm, EPS)
-    scale[norm < np.maximum(EPS, RESOLVABLE * centred_norm)] = 0.0
-    return scale.astype(np.float32)
-
-
 def _blocks(s_off: np.ndarray, cells: int, block_bytes: int) -> list[tuple[int, int]]:
     """Consecutive sentence ranges ``[a, b)`` whose frames × ``cells`` products fit the budget
     (a sentence longer than the budget gets a block of its own)."""
@@ -179,23 +166,57 @@ def _blocks(s_off: np.ndarray, cells: int, block_bytes: int) -> list[tuple[int, 
     return blocks
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """The runtime's flat template layout for the stacked queries, and where each cell's frame
-    is among the query rows (``rows``)."""
+class _Terms:
+    """The query side of each normalisation, in layout order: the vectors multiplied and the
+    cells' offsets and scales in ``1 - (p + frame_add + cell_add) * frame_scale * cell_scale``."""
 
-    templates: Templates
-    rows: np.ndarray
+    def __init__(self, cells: np.ndarray, stats: CorpusStats, wanted: Sequence[str]):
+        self.stats = stats
+        self.inv_var = (1.0 / stats.std.astype(np.float64) ** 2).astype(np.float32)
+        zeros, ones = np.zeros(len(cells), np.float32), np.ones(len(cells), np.float32)
+        self.vectors, self.cell = {}, {}
+        if "none" in wanted:  # the runtime's unit rows: distances exactly Templates.distances'
+            self.vectors["none"], self.cell["none"] = unit_rows(cells), (zeros, ones)
+        centred = cells - stats.mean
+        if "center" in wanted:
+            self.vectors["center"], self.cell["center"] = centred, (zeros, _inverse_norms(centred))
+        if "zscore" in wanted:
+            self.vectors["zscore"] = centred * self.inv_var
+            self.cell["zscore"] = (zeros, _inverse_norms(centred, self.inv_var))
+
+    def block(self, frames: np.ndarray) -> _Block:
+        return _Block(self, frames)
 
 
-def _layout(lengths: np.ndarray) -> _Layout:
-    """Lay the queries out as the runtime's matcher lays templates out (longest first)."""
-    templates = Templates([np.ones((int(m), 1), np.float32) for m in lengths], list(range(len(lengths))))
-    q_off = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    rows = np.empty(templates.n_cells, np.int64)
-    for p, q in enumerate(templates.order):
-        rows[templates.row_offset[:lengths[q]] + p] = q_off[q] + np.arange(lengths[q])
-    return _Layout(templates, rows)
+class _Block:
+    """The sentence side of one block of frames."""
+
+    def __init__(self, terms: _Terms, frames: np.ndarray):
+        self.terms, self.frames = terms, frames
+        self.centred = frames - terms.stats.mean if len(terms.vectors.keys() - {"none"}) else None
+
+    def products(self, norm: str, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fill ``out`` (frames, cells) with the dot products of ``norm``; return the frames'
+        offsets and scales."""
+        zeros = np.zeros(len(self.frames), np.float32)
+        if norm == "none":
+            np.matmul(unit_rows(self.frames), self.terms.vectors["none"].T, out=out)
+            return zeros, np.ones(len(self.frames), np.float32)
+        np.matmul(self.centred, self.terms.vectors[norm].T, out=out)
+        weight = self.terms.inv_var if norm == "zscore" else None
+        return zeros, _inverse_norms(self.centred, weight)
+
+
+def local_distances(norm: str, queries: Sequence[np.ndarray], frames: np.ndarray, stats: CorpusStats) -> np.ndarray:
+    """The local distances the ranking kernel forms for ``norm``: ``(frames, cells)`` float32, the
+    cells of ``queries`` in the runtime's layout (:meth:`TemplateLayout.from_lengths`). For
+    ``none`` they are ``kwsstream.matcher.Templates.distances`` (tested); for tests and checks."""
+    tpl = TemplateLayout.from_lengths([len(q) for q in queries])
+    terms = _Terms(np.concatenate(queries).astype(np.float32)[tpl.cell_rows()], stats, [norm])
+    products = np.empty((len(frames), tpl.n_cells), np.float32)
+    frame_add, frame_scale = terms.block(np.asarray(frames, np.float32)).products(norm, products)
+    cell_add, cell_scale = terms.cell[norm]
+    return np.float32(1.0) - (products + frame_add[:, None] + cell_add[None, :]) * frame_scale[:, None] * cell_scale[None, :]
 
 
 def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences: np.ndarray,
@@ -224,41 +245,27 @@ def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences:
     lengths = np.concatenate([np.diff(off) for _, off in query_sets]).astype(np.int64)
     if np.any(lengths < 1) or np.any(np.diff(s_off) < 1):
         raise UsageError("every query and every sentence needs at least one frame")
-    wanted = [n for n in NORMALIZATIONS if n in options.normalizations]  # zscore last: it reuses the buffer
-    layout = _layout(lengths)
-    tpl = layout.templates
-    mean, inv_var = stats.mean, (1.0 / stats.std.astype(np.float64) ** 2).astype(np.float32)
-    queries = np.concatenate([f for f, _ in query_sets]).astype(np.float32, copy=False)[layout.rows]
-    cells = queries - mean
-    zeros = np.zeros(len(cells), np.float32)
-    cell = {"none": ((cells @ mean).astype(np.float32), _raw_inverse_norms(queries, cells)),
-            "center": (zeros, _inverse_norms(cells)), "zscore": (zeros, _inverse_norms(cells, inv_var))}
-    weighted = cells * inv_var if "zscore" in wanted else None
+    wanted = [n for n in NORMALIZATIONS if n in options.normalizations]
+    tpl = TemplateLayout.from_lengths(lengths)
+    queries = np.concatenate([f for f, _ in query_sets]).astype(np.float32, copy=False)[tpl.cell_rows()]
+    terms = _Terms(queries, stats, wanted)
     del queries
     n_sent = len(s_off) - 1
     scores = {n: np.empty((len(lengths), n_sent), np.float32) for n in wanted}
-    blocks = _blocks(s_off, len(cells), options.block_bytes)
-    buffer = np.empty(len(cells) * max(int(s_off[b] - s_off[a]) for a, b in blocks), np.float32)
+    blocks = _blocks(s_off, tpl.n_cells, options.block_bytes)
+    buffer = np.empty(tpl.n_cells * max(int(s_off[b] - s_off[a]) for a, b in blocks), np.float32)
     t = clock.add("distances", t)
     for a, b in blocks:
         f0, f1 = int(s_off[a]), int(s_off[b])
-        sc = sentences[f0:f1] - mean
         local = (s_off[a:b + 1] - f0).astype(np.int64)
-        products = buffer[:len(cells) * (f1 - f0)].reshape(f1 - f0, len(cells))
-        if "none" in wanted or "center" in wanted:
-            np.matmul(sc, cells.T, out=products)
+        products = buffer[:tpl.n_cells * (f1 - f0)].reshape(f1 - f0, tpl.n_cells)
+        block = terms.block(sentences[f0:f1])
         for norm in wanted:
-            if norm == "none":
-                frame_add = (sc @ mean + np.float32(mean @ mean)).astype(np.float32)
-                frame_scale = _raw_inverse_norms(sentences[f0:f1], sc)
-            elif norm == "center":
-                frame_add, frame_scale = np.zeros(f1 - f0, np.float32), _inverse_norms(sc)
-            else:
-                np.matmul(sc, weighted.T, out=products)
-                frame_add, frame_scale = np.zeros(f1 - f0, np.float32), _inverse_norms(sc, inv_var)
+            frame_add, frame_scale = block.products(norm, products)
+            cell_add, cell_scale = terms.cell[norm]
             t = clock.add("distances", t)
             best = np.empty((tpl.n_templates, b - a), np.float32)
-            score_block(products, local, frame_add, frame_scale, cell[norm][0], cell[norm][1],
+            score_block(products, local, frame_add, frame_scale, cell_add, cell_scale,
                         tpl.row_offset, tpl.row_width, tpl.last_cell, tpl.length, tpl.row_lo, tpl.row_hi, best)
             scores[norm][tpl.order, a:b] = best
             t = clock.add("dtw", t)

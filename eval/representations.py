@@ -29,12 +29,9 @@ one recording at a time: memory is bounded by one recording per worker whatever 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +39,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kwsstream.encoders import load_encoder
-from kwsstream.encoders.base import SAMPLE_RATE, FrameGrid
+from kwsstream.encoders import load_encoder, same_identity
+from kwsstream.encoders.base import SAMPLE_RATE, FrameGrid, safe_name
 from kwsstream.enroll import keyword_frames
 from kwsstream.errors import EncoderError, KwsError
 
@@ -54,9 +51,10 @@ log = logging.getLogger(__name__)
 
 WORD, CONTEXTUAL = "word", "contextual"
 MFCC, MFCC_CONTEXTUAL = "mfcc", "mfcc-contextual"
+BASELINE_SPEC = "mfcc"
+"""The study's baseline encoder (``--encoder`` spec): the runtime's MFCC-13."""
 ENCODINGS_DIR = "encodings"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
 class CacheError(KwsError):
@@ -68,7 +66,7 @@ class EncodeOptions:
     """How the encode stage runs.
 
     Attributes:
-        workers: encoding processes (0: one per physical core for ONNX models, 1 for MFCC).
+        workers: encoding processes (0: 1 for the MFCC baseline, else one per physical core).
         threads: onnxruntime threads per worker (``None``: physical cores / workers).
     """
 
@@ -88,7 +86,16 @@ class Item:
 
 @dataclass(frozen=True)
 class EncoderInfo:
-    """What the stages need to know about an encoder without holding it."""
+    """What the stages need to know about an encoder without holding it.
+
+    Attributes:
+        spec: how to open it again (``--encoder``).
+        key: its :attr:`~kwsstream.encoders.base.Encoder.key` (cache folder).
+        name: its model name (all layers).
+        layers, dim, grid: as the encoder says.
+        baseline: whether it is the study's baseline encoder (:data:`BASELINE_SPEC`), whose
+            representations are labelled ``mfcc`` / ``mfcc-contextual``.
+    """
 
     spec: str
     key: str
@@ -96,33 +103,30 @@ class EncoderInfo:
     layers: tuple[int, ...]
     dim: int
     grid: FrameGrid
-    onnx: bool
+    baseline: bool
 
 
 def describe_encoder(spec: str) -> EncoderInfo:
-    """Open the encoder once to read its identity, layers, width and frame grid.
+    """Open the encoder once to read its key, layers, width and frame grid (only through the
+    encoder protocol, ``kwsstream/encoders/base.py``).
 
     Raises:
         EncoderError: an unknown spec or an unusable model (from the runtime's loader).
     """
     encoder = load_encoder(spec, threads=1)
-    info = getattr(encoder, "info", None)
-    layers = tuple(info.layers) if info is not None else (0,)
-    identity = json.dumps(encoder.identity | {"path": None}, sort_keys=True)
-    digest = getattr(encoder, "sha256", None) or hashlib.sha256(identity.encode()).hexdigest()
-    name = encoder.name if info is None else encoder.model_name
-    key = f"{_UNSAFE.sub('_', name)}-{digest[:12]}"
-    return EncoderInfo(str(spec), key, name, layers, int(encoder.dim), encoder.grid, info is not None)
+    baseline = same_identity(encoder.identity, load_encoder(BASELINE_SPEC).identity)
+    return EncoderInfo(str(spec), encoder.key, encoder.model_name, tuple(encoder.layers), int(encoder.dim),
+                       encoder.grid, baseline)
 
 
 def sentence_item(utt_id: str, path: str) -> Item:
     """The item of a whole clip."""
-    return Item(_UNSAFE.sub("_", utt_id), str(path))
+    return Item(safe_name(utt_id), str(path))
 
 
 def segment_item(utt_id: str, path: str, start: float, end: float) -> Item:
     """The item of a segment (seconds) of a clip."""
-    return Item(f"{_UNSAFE.sub('_', utt_id)}@{round(start * 1000)}-{round(end * 1000)}", str(path), start, end)
+    return Item(f"{safe_name(utt_id)}@{round(start * 1000)}-{round(end * 1000)}", str(path), start, end)
 
 
 def protocol_items(protocol: Protocol) -> tuple[list[Item], list[Item]]:
@@ -223,10 +227,7 @@ def _encode_item(item: Item) -> tuple[str, float]:
             raise EncoderError(f"{item.path}: segment {item.start:.3f}-{item.end:.3f} s is too short or "
                                f"beyond the clip ({len(audio) / SAMPLE_RATE:.3f} s)")
     layers = cache.encoder.layers
-    if hasattr(encoder, "encode_layers"):
-        frames = encoder.encode_layers(audio, layers)
-    else:
-        frames = {layers[0]: encoder.encode(audio)}
+    frames = encoder.encode_layers(audio, layers)
     if len(frames[layers[0]]) == 0:
         raise EncoderError(f"{item.path}: no frames ({len(audio) / SAMPLE_RATE:.3f} s of audio)")
     cache.write(item.key, frames)
@@ -251,7 +252,7 @@ def encode_items(items: Iterable[Item], info: EncoderInfo, cache_root: Path,
     if not todo:
         return stats
     cores = physical_cores()
-    workers = options.workers or (cores if info.onnx else 1)
+    workers = options.workers or (1 if info.baseline else cores)  # MFCC: processes cost more than they save
     workers = max(1, min(workers, len(todo)))
     threads = options.threads or max(1, cores // workers)
     bar = tqdm(total=len(todo), desc=f"encode {info.name}", unit="rec", disable=not progress or None)

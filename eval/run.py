@@ -54,7 +54,7 @@ class RunOptions:
         out: results folder; ``cache``: cache folder (default ``out/cache``).
         protocol, encode, rank: the stages' options.
         layers: layers to score (default: all the model has).
-        mfcc_baseline: with an ONNX model, also score MFCC-13.
+        mfcc_baseline: with another encoder than MFCC-13, also score MFCC-13 (the baseline).
         pairs: random frame pairs per anisotropy measurement.
         progress: show progress bars (on a terminal).
     """
@@ -91,11 +91,7 @@ def run(options: RunOptions) -> RunResult:
     from eval import report
     from eval.corpus import read_corpus
     from eval.protocol import make_protocol, write_protocol
-    from eval.representations import (
-        describe_encoder,
-        encode_items,
-        protocol_items,
-    )
+    from eval.representations import BASELINE_SPEC, describe_encoder, encode_items, protocol_items
     from eval.sweep import score_layers
 
     start = time.perf_counter()
@@ -111,8 +107,8 @@ def run(options: RunOptions) -> RunResult:
 
     t = time.perf_counter()
     encoders = [describe_encoder(options.encoder)]
-    if encoders[0].onnx and options.mfcc_baseline:
-        encoders.append(describe_encoder("mfcc"))
+    if not encoders[0].baseline and options.mfcc_baseline:
+        encoders.append(describe_encoder(BASELINE_SPEC))
     unknown = sorted(set(options.layers or ()) - set(encoders[0].layers))
     if unknown:
         raise UsageError(f"--layers {unknown} are not in {options.encoder} (it has {list(encoders[0].layers)})")

@@ -49,9 +49,9 @@ class Scored:
 
 def representations(info: EncoderInfo, primary: bool) -> tuple[str, ...]:
     """Names of the representations scored for an encoder (see :mod:`eval.representations`):
-    an ONNX model gives ``word`` and ``contextual``; MFCC as the encoder under test gives
-    ``mfcc`` and ``mfcc-contextual``; MFCC as an ONNX run's baseline gives ``mfcc``."""
-    if info.onnx:
+    the encoder under test gives ``word`` and ``contextual``; the baseline (MFCC-13) as the
+    encoder under test gives ``mfcc`` and ``mfcc-contextual``; as another run's baseline ``mfcc``."""
+    if not info.baseline:
         return (WORD, CONTEXTUAL)
     return (MFCC, MFCC_CONTEXTUAL) if primary else (MFCC,)
 

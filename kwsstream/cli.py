@@ -183,8 +183,9 @@ def cmd_keywords(args: argparse.Namespace) -> int:
             _say(f"{kw.name}: threshold {kw.threshold:.3f} ({describe_threshold(kw)})")
     else:
         keyset = load_keyset(args.keyset)
-    enc = keyset.encoder
-    print(f"# {args.keyset}: encoder {enc.get('kind')}" + (f" {enc.get('path')} layer {enc.get('layer')}" if enc.get("kind") == "onnx" else ""))
+    from .encoders import describe_identity
+
+    print(f"# {args.keyset}: encoder {describe_identity(keyset.encoder)}")
     for kw in keyset.keywords:
         seconds = [len(t.frames) for t in kw.templates]
         expected = kw.calibration.get("expected_fa_per_hour")

@@ -49,8 +49,65 @@ def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (1.0 - unit_rows(a) @ unit_rows(b).T).astype(np.float32)
 
 
-class Templates:
-    """Templates in the flat, length-sorted layout of :func:`sdtw.advance_columns`.
+class TemplateLayout:
+    """Where each template's frames sit in the flat, length-sorted layout of
+    :func:`sdtw.advance_columns` (longest first), without the frames: what the kernel needs
+    besides distances. :class:`Templates` is a layout plus the unit-norm frames; the eval's
+    ranking (``eval/rank.py``) lays its queries out with :meth:`from_lengths`.
+
+    Attributes:
+        order: position ``p`` in the layout holds template ``order[p]``.
+        length: frames of the template at each position.
+        keyword_of: the keyword index of the template at each position.
+        row_width, row_offset: cells in row ``i`` (templates longer than ``i``) and where the
+            row starts; cell ``row_offset[i] + p`` is frame ``i`` of position ``p``.
+        n_cells, last_cell: cells in all, and each position's last cell.
+        row_lo, row_hi: the warping band per row (:func:`sdtw.band`).
+    """
+
+    def __init__(self, lengths: Sequence[int], keyword_of: Sequence[int] | None = None, warp: float = sdtw.MAX_WARP):
+        lengths = np.asarray(lengths, np.int64)
+        if len(lengths) == 0:
+            raise UsageError("no templates to match: enroll a keyword first")
+        keyword_of = np.arange(len(lengths)) if keyword_of is None else keyword_of
+        if len(lengths) != len(keyword_of):
+            raise UsageError(f"{len(lengths)} templates but {len(keyword_of)} keyword indices")
+        if lengths.min() < 1:
+            raise UsageError("a template has no frames")
+        order = np.argsort(-lengths, kind="stable")  # longest first
+        self.order = order
+        self.length = lengths[order]
+        self.keyword_of = np.asarray(keyword_of, np.int64)[order]
+        n_rows = int(self.length[0])
+        self.row_width = np.array([(self.length > i).sum() for i in range(n_rows)], np.int64)
+        self.row_offset = np.concatenate([[0], np.cumsum(self.row_width)[:-1]]).astype(np.int64)
+        self.n_cells = int(self.row_width.sum())
+        self.last_cell = self.row_offset[self.length - 1] + np.arange(len(order))
+        self.row_lo, self.row_hi = sdtw.band(n_rows, warp)
+
+    @classmethod
+    def from_lengths(cls, lengths: Sequence[int], warp: float = sdtw.MAX_WARP) -> TemplateLayout:
+        """The layout of templates of these lengths (each its own keyword)."""
+        return cls(lengths, None, warp)
+
+    @property
+    def n_templates(self) -> int:
+        return len(self.length)
+
+    def cell_rows(self) -> np.ndarray:
+        """``(n_cells,)``: for each cell, the row of its frame among the templates' frames
+        stacked in their original order (template 0's frames first)."""
+        lengths = self.length[np.argsort(self.order)]
+        first = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        rows = np.empty(self.n_cells, np.int64)
+        for p, t in enumerate(self.order):
+            rows[self.row_offset[: self.length[p]] + p] = first[t] + np.arange(self.length[p])
+        return rows
+
+
+class Templates(TemplateLayout):
+    """Templates in the flat, length-sorted layout of :func:`sdtw.advance_columns`
+    (:class:`TemplateLayout`) with their unit-norm frames, one row per cell.
 
     Args:
         templates: each ``(M_t, dim)`` float32.
@@ -62,34 +119,13 @@ class Templates:
     def __init__(self, templates: Sequence[np.ndarray], keyword_of: Sequence[int], warp: float = sdtw.MAX_WARP):
         if len(templates) == 0:
             raise UsageError("no templates to match: enroll a keyword first")
-        if len(templates) != len(keyword_of):
-            raise UsageError(f"{len(templates)} templates but {len(keyword_of)} keyword indices")
         dims = {t.shape[1] for t in templates}
         if len(dims) != 1:
             raise UsageError(f"templates of different dimensions {sorted(dims)}")
+        super().__init__([len(t) for t in templates], keyword_of, warp)
         self.dim = dims.pop()
-        lengths = np.array([len(t) for t in templates], np.int64)
-        if lengths.min() < 1:
-            raise UsageError("a template has no frames")
-        order = np.argsort(-lengths, kind="stable")  # longest first
-        self.order = order  # position p in the layout holds template order[p]
-        self.length = lengths[order]
-        self.keyword_of = np.asarray(keyword_of, np.int64)[order]
-        n_rows = int(self.length[0])
-        self.row_width = np.array([(self.length > i).sum() for i in range(n_rows)], np.int64)
-        self.row_offset = np.concatenate([[0], np.cumsum(self.row_width)[:-1]]).astype(np.int64)
-        self.n_cells = int(self.row_width.sum())
-        self.last_cell = self.row_offset[self.length - 1] + np.arange(len(order))
-        self.row_lo, self.row_hi = sdtw.band(n_rows, warp)
-        cells = np.zeros((self.n_cells, self.dim), np.float32)
-        for p, t in enumerate(order):
-            frames = unit_rows(templates[t])
-            cells[self.row_offset[: len(frames)] + p] = frames
-        self.cells = cells  # unit-norm template frames, one row per cell
-
-    @property
-    def n_templates(self) -> int:
-        return len(self.length)
+        stacked = np.concatenate([unit_rows(t) for t in templates])
+        self.cells = np.ascontiguousarray(stacked[self.cell_rows()])  # unit-norm template frames, one row per cell
 
     def distances(self, frames: np.ndarray) -> np.ndarray:
         """``(n, n_cells)`` cosine distances of stream frames to every template cell."""

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .encoders import Encoder, encoder_from_identity, same_identity
+from .encoders import Encoder, describe_identity, encoder_from_identity, same_identity
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import KeywordSet, load_keyset
 from .vad import GateOptions, GateState
@@ -120,8 +120,8 @@ class Spotter:
         self.encoder = encoder if encoder is not None else encoder_from_identity(keyset.encoder, threads=threads)
         if not same_identity(self.encoder.identity, keyset.encoder):
             raise KeysetError(
-                f"keyword set was enrolled with encoder {_describe(keyset.encoder)}, "
-                f"not {_describe(self.encoder.identity)}: enroll again with this encoder"
+                f"keyword set was enrolled with encoder {describe_identity(keyset.encoder)}, "
+                f"not {self.encoder.description}: enroll again with this encoder"
             )
         if keyset.dim != self.encoder.dim:
             raise KeysetError(f"keyword set has {keyset.dim}-d templates, encoder gives {self.encoder.dim}-d frames")
@@ -332,9 +332,3 @@ class Stream:
         is then finished: feeding it raises :class:`UsageError` until :meth:`reset`."""
         return self.feed_encoded(*self.encode_end()) + self.flush_encoded()
 
-
-def _describe(identity: Mapping[str, Any]) -> str:
-    kind = identity.get("kind", "?")
-    if kind == "onnx":
-        return f"onnx model {identity.get('path', '?')} (sha256 {str(identity.get('sha256', '?'))[:12]}…, layer {identity.get('layer', '?')})"
-    return str(kind)

@@ -20,7 +20,7 @@ from eval.rank import RankOptions, corpus_stats, rank_queries
 from eval.representations import FeatureCache, describe_encoder, segment_frames
 from kwsstream.encoders.base import FrameGrid
 from kwsstream.matcher import cosine_distances
-from kwsstream.sdtw import best_match
+from kwsstream.sdtw import band, best_match
 
 TINY_LAYERS = 3
 
@@ -50,7 +50,8 @@ def test_metrics_refuse_queries_without_relevant_sentences():
 # -- ranking --------------------------------------------------------------------------------------
 
 def _reference(queries, q_off, sentences, s_off):
-    return np.array([[best_match(cosine_distances(queries[q_off[i]:q_off[i + 1]], sentences[s_off[j]:s_off[j + 1]]))[0]
+    return np.array([[best_match(cosine_distances(queries[q_off[i]:q_off[i + 1]], sentences[s_off[j]:s_off[j + 1]]),
+                                 *band(int(q_off[i + 1] - q_off[i])))[0]
                       for j in range(len(s_off) - 1)] for i in range(len(q_off) - 1)])
 
 
@@ -241,3 +242,37 @@ def test_protocol_rules(corpus_dir):
     assert (relevant.sum(axis=1) == 6).all()
     with pytest.raises(ProtocolError, match="negative sentences"):
         make_protocol(corpus, ProtocolOptions(targets=3, negatives=10_000))
+
+
+def test_none_distances_and_scores_are_the_runtimes_number_for_number():
+    """For ``none`` (the runtime's own normalisation) the ranking forms exactly the runtime's local
+    distances (``Templates.distances``) and its scores are exactly those of the runtime's
+    streaming matcher (``MatcherState``: best end score over a sentence); the other
+    normalisations are the same distances of transformed frames (up to rounding)."""
+    from eval.rank import local_distances
+    from kwsstream.matcher import MatcherState, Templates
+
+    rng = np.random.default_rng(3)
+    dim = 16
+    offset = rng.standard_normal(dim).astype(np.float32) * 4  # anisotropic, like wav2vec2's frames
+    queries = [(rng.standard_normal((m, dim)) + offset).astype(np.float32) for m in (4, 9, 6, 9)]
+    s_off = np.concatenate([[0], np.cumsum(rng.integers(12, 40, 6))]).astype(np.int64)
+    sentences = (rng.standard_normal((s_off[-1], dim)) + offset).astype(np.float32)
+    sentences[5] = 0  # digital silence: distance 1 in both
+    stats = corpus_stats(sentences)
+    templates = Templates(queries, list(range(len(queries))))
+    assert np.array_equal(local_distances("none", queries, sentences, stats), templates.distances(sentences))
+    centred = Templates([q - stats.mean for q in queries], list(range(len(queries))))
+    np.testing.assert_allclose(local_distances("center", queries, sentences, stats),
+                               centred.distances(sentences - stats.mean), atol=1e-6)
+
+    q_off = np.concatenate([[0], np.cumsum([len(q) for q in queries])]).astype(np.int64)
+    (got,) = rank_queries([(np.concatenate(queries), q_off)], sentences, s_off, stats, RankOptions(("none",)))
+    for j in range(len(s_off) - 1):
+        state = MatcherState(templates, block=len(sentences))
+        score, _, _ = state.push(sentences[s_off[j]:s_off[j + 1]])
+        tail, _, _ = state.flush()
+        best = np.concatenate([score, tail]).min(axis=0)
+        want = np.empty(len(queries), np.float32)
+        want[templates.order] = best
+        assert np.array_equal(got["none"][:, j], want), j

@@ -1,62 +1,118 @@
-"""Encoders: MFCC-13 (built in) and exported ONNX models, behind one protocol (see base.py)."""
+"""Encoders behind one protocol (``base.py``), and the registry of encoder kinds.
+
+The registry maps an identity's ``kind`` to its class: the built-in ``mfcc`` (``mfcc.py``) and
+``onnx`` (``onnx.py``: exported models), plus any class given to :func:`register_encoder`. Every
+question about a stored identity or a user's ``--encoder`` text goes through it
+(:func:`load_encoder`, :func:`check_identity`, :func:`encoder_from_identity`,
+:func:`describe_identity`); this is the one place that knows the kinds.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import EncoderError
-from .base import SAMPLE_RATE, Encoder, EncoderState, FrameGrid, same_identity
+from .base import SAMPLE_RATE, Encoder, EncoderBase, EncoderState, FrameGrid, same_identity
 
-__all__ = ["SAMPLE_RATE", "Encoder", "EncoderState", "FrameGrid", "check_identity", "encoder_from_identity",
-           "load_encoder", "same_identity"]
+__all__ = ["SAMPLE_RATE", "Encoder", "EncoderBase", "EncoderState", "FrameGrid", "check_identity",
+           "describe_identity", "encoder_class", "encoder_from_identity", "encoder_kinds", "load_encoder",
+           "register_encoder", "same_identity", "unregister_encoder"]
+
+
+def _mfcc() -> type:
+    from .mfcc import MfccEncoder
+
+    return MfccEncoder
+
+
+def _onnx() -> type:
+    from .onnx import OnnxEncoder
+
+    return OnnxEncoder
+
+
+_BUILT_IN: dict[str, Callable[[], type]] = {"mfcc": _mfcc, "onnx": _onnx}
+"""Built-in kinds, imported when first asked for (``import kwsstream`` stays cheap)."""
+_REGISTERED: dict[str, type] = {}
+
+
+def register_encoder(cls: type) -> type:
+    """Add an encoder class (see :class:`~kwsstream.encoders.base.Encoder`; usually a subclass
+    of :class:`~kwsstream.encoders.base.EncoderBase`) under its ``kind``; usable as a decorator.
+
+    Raises:
+        EncoderError: an empty kind, or one that another class already has.
+    """
+    kind = getattr(cls, "kind", "")
+    if not isinstance(kind, str) or not kind:
+        raise EncoderError(f"{cls.__name__}: an encoder class needs a non-empty 'kind'")
+    taken = _REGISTERED.get(kind) or (_BUILT_IN[kind]() if kind in _BUILT_IN else None)
+    if taken is not None and taken is not cls:
+        raise EncoderError(f"encoder kind {kind!r} is already registered ({taken.__name__})")
+    _REGISTERED[kind] = cls
+    return cls
+
+
+def unregister_encoder(kind: str) -> None:
+    """Remove a class added by :func:`register_encoder` (built-in kinds stay)."""
+    _REGISTERED.pop(kind, None)
+
+
+def encoder_kinds() -> tuple[str, ...]:
+    """Every kind, built-in first, in the order :func:`load_encoder` tries them."""
+    return tuple(_BUILT_IN) + tuple(k for k in _REGISTERED if k not in _BUILT_IN)
+
+
+def encoder_class(kind: object) -> type:
+    """The class of ``kind``. Raises :class:`EncoderError` for an unknown kind."""
+    if isinstance(kind, str):
+        if kind in _REGISTERED:
+            return _REGISTERED[kind]
+        if kind in _BUILT_IN:
+            return _BUILT_IN[kind]()
+    raise EncoderError(f"unknown encoder kind {kind!r} (known: {', '.join(encoder_kinds())})")
 
 
 def load_encoder(spec: str | Path, *, threads: int | None = None) -> Encoder:
-    """Make an encoder from a user's spec: ``"mfcc"`` or the path of an exported ``.onnx`` model."""
+    """Make an encoder from a user's spec (``--encoder``): the first kind whose ``from_spec``
+    accepts it (``"mfcc"``, the path of an exported ``.onnx`` model, a registered kind)."""
     text = str(spec)
-    if text == "mfcc":
-        from .mfcc import MfccEncoder
-
-        return MfccEncoder()
-    path = Path(text)
-    if path.suffix.lower() == ".onnx":
-        from .onnx import OnnxEncoder
-
-        return OnnxEncoder(path, threads=threads)
-    raise EncoderError(f"{text}: unknown encoder (use 'mfcc' or the path of an exported .onnx model)")
+    for kind in encoder_kinds():
+        encoder = encoder_class(kind).from_spec(text, threads=threads)
+        if encoder is not None:
+            return encoder
+    helps = [encoder_class(kind).spec_help or repr(kind) for kind in encoder_kinds()]
+    raise EncoderError(f"{text}: unknown encoder (use {', '.join(helps[:-1])} or {helps[-1]})")
 
 
-def check_identity(identity: object) -> int | None:
+def _kind_of(identity: object) -> type:
+    if not isinstance(identity, dict):
+        raise EncoderError("the encoder identity is not an object")
+    return encoder_class(identity.get("kind"))
+
+
+def check_identity(identity: object) -> int:
     """Validate a stored encoder identity by its kind (types, ranges, sizes), building nothing;
     returns the frame width it implies. Raises :class:`EncoderError` (no file named: the keyword
     set loader adds its own)."""
-    if not isinstance(identity, dict):
-        raise EncoderError("the encoder identity is not an object")
-    kind = identity.get("kind")
-    if kind == "mfcc":
-        from .mfcc import options_from_identity
-
-        return options_from_identity(identity).n_mfcc
-    if kind == "onnx":
-        from .onnx import check_identity as check_onnx
-
-        return check_onnx(identity)
-    raise EncoderError(f"unknown encoder kind {kind!r} in keyword set")
+    return _kind_of(identity).check_identity(identity)
 
 
-def encoder_from_identity(identity: dict, *, threads: int | None = None) -> Encoder:
+def encoder_from_identity(identity: dict[str, Any], *, threads: int | None = None) -> Encoder:
     """The encoder a keyword set was enrolled with (for ONNX: the model file it names, which
     the caller then checks against the stored sha256 via :func:`same_identity`). The identity
     is checked first (:func:`check_identity`)."""
-    check_identity(identity)
-    kind = identity.get("kind")
-    if kind == "mfcc":
-        from .mfcc import MfccEncoder, options_from_identity
+    cls = _kind_of(identity)
+    cls.check_identity(identity)
+    return cls.from_identity(identity, threads=threads)
 
-        return MfccEncoder(options_from_identity(identity))
-    path = identity["path"]
-    if not Path(path).is_file():
-        raise EncoderError(
-            f"{path}: the ONNX model this keyword set was enrolled with is not there (pass --encoder PATH)"
-        )
-    return load_encoder(path, threads=threads)
+
+def describe_identity(identity: object) -> str:
+    """A stored identity in words (its class's ``describe``), e.g. ``MFCC-13``; never raises."""
+    try:
+        return _kind_of(identity).describe(identity)
+    except EncoderError:
+        kind = identity.get("kind") if isinstance(identity, dict) else None
+        return f"unknown encoder kind {kind!r}"

@@ -27,14 +27,12 @@ import numpy as np
 
 from ..errors import EncoderError, UsageError
 from ..framing import WindowFramer
-from .base import SAMPLE_RATE, FrameGrid
+from .base import SAMPLE_RATE, EncoderBase, FrameGrid
 
 WINDOW = 400  # 25 ms at 16 kHz
 HOP = 160  # 10 ms
 GROUP = 10  # windows computed together (0.1 s); fixed so results don't depend on chunking
 LOG_FLOOR = 1e-10  # power floor before the log, as librosa.power_to_db's amin
-DEFAULT_THRESHOLD = 0.41
-"""Base detection threshold (normalised S-DTW cost), measured: see kwsstream/enroll.py."""
 MAX_MELS = 256
 """Most mel bands (the 400-point FFT has 201 bins)."""
 MAX_CMN_SECONDS = 3600.0
@@ -235,25 +233,42 @@ class _MfccState:
         return self._compute(rest)
 
 
-class MfccEncoder:
-    """MFCC-13 at 100 frames/s; needs no model."""
+class MfccEncoder(EncoderBase):
+    """MFCC-13 at 100 frames/s; needs no model. ``--encoder mfcc``."""
+
+    kind = "mfcc"
+    spec_help = "'mfcc'"
 
     def __init__(self, options: MfccOptions | None = None):
         self.options = options or MfccOptions()
         self.dim = self.options.n_mfcc
         self.grid = FrameGrid(hop=HOP, length=WINDOW)
-        self.default_threshold = DEFAULT_THRESHOLD
         self._window = np.hanning(WINDOW + 1)[:-1]  # periodic Hann, as scipy/librosa "hann"
         self._mel = mel_filterbank(WINDOW, self.options.n_mels, self.options.fmin, self.options.fmax).T
         self._dct = dct_matrix(self.options.n_mfcc, self.options.n_mels)
 
     @property
     def identity(self) -> dict[str, Any]:
-        return {"kind": "mfcc", "window": WINDOW, "hop": HOP, **asdict(self.options)}
+        return {"kind": self.kind, "window": WINDOW, "hop": HOP, **asdict(self.options)}
 
     @property
     def name(self) -> str:
         return "mfcc"
+
+    @classmethod
+    def check_identity(cls, identity: dict[str, Any]) -> int:
+        return options_from_identity(identity).n_mfcc
+
+    @classmethod
+    def from_identity(cls, identity: dict[str, Any], *, threads: int | None = None) -> MfccEncoder:
+        return cls(options_from_identity(identity))
+
+    @classmethod
+    def describe(cls, identity: dict[str, Any]) -> str:
+        """``MFCC-13``, with the settings that differ from the defaults, e.g. ``MFCC-13 (n_mels=30)``."""
+        defaults = asdict(MfccOptions())
+        changed = [f"{k}={identity[k]}" for k in defaults if k != "n_mfcc" and k in identity and identity[k] != defaults[k]]
+        return f"MFCC-{identity.get('n_mfcc', '?')}" + (f" ({', '.join(changed)})" if changed else "")
 
     def cepstra(self, windows: np.ndarray) -> np.ndarray:
         """Un-normalised MFCCs of ``(n, 400)`` windows, float64 ``(n, n_mfcc)``."""

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import AudioError, EncoderError, UsageError
 from ..onnxsession import make_session
 from ..stitch import StitchPlan, Step, Stitcher
-from .base import SAMPLE_RATE, FrameGrid
+from .base import SAMPLE_RATE, EncoderBase, FrameGrid, safe_name
 from .onnxmeta import ModelInfo, parse_model_info
 
 DEFAULT_WINDOW_S = 1.5
@@ -64,7 +64,7 @@ MAX_PATH_CHARS = 4096
 MAX_DIM = 8192
 
 
-def check_identity(identity: dict[str, Any]) -> int:
+def check_onnx_identity(identity: dict[str, Any]) -> int:
     """Type- and range-check a stored ONNX identity (what :meth:`OnnxEncoder.identity` writes)
     before anything is built from it; returns its frame width. Raises :class:`EncoderError` (no
     file named: the caller adds it)."""
@@ -100,7 +100,7 @@ def _as_frames(value: np.ndarray, dim: int, name: str) -> np.ndarray:
     return item.reshape(-1, dim)
 
 
-class OnnxEncoder:
+class OnnxEncoder(EncoderBase):
     """A shared, read-only encoder around one exported ONNX model (see the module docstring).
 
     Args:
@@ -118,6 +118,9 @@ class OnnxEncoder:
         UsageError: stream options that do not fit together.
     """
 
+    kind = "onnx"
+    spec_help = "the path of an exported .onnx model"
+
     def __init__(self, path: str | Path, threads: int | None = None, *, layer: int | None = None,
                  stream: StreamOptions = StreamOptions(), spin: bool | None = None):
         self.path = Path(path)
@@ -134,15 +137,14 @@ class OnnxEncoder:
         info = self.info
         if info.sample_rate != SAMPLE_RATE:
             raise EncoderError(f"{name}: model expects {info.sample_rate} Hz audio, the pipeline runs at {SAMPLE_RATE}")
-        self.layer = info.layer if layer is None else int(layer)
-        if self.layer not in info.layers:
-            raise EncoderError(f"{name}: layer {self.layer} is not in this model (it has {list(info.layers)})")
+        self._layer = info.layer if layer is None else int(layer)
+        if self._layer not in info.layers:
+            raise EncoderError(f"{name}: layer {self._layer} is not in this model (it has {list(info.layers)})")
         self.sha256 = file_sha256(self.path)
         self.dim = info.hidden_size
         self.grid = FrameGrid(hop=info.frame_hop, length=info.receptive_field, pad=info.pad)
         self.plan = self._plan(stream)
-        self.default_threshold = info.default_threshold  # read by enrollment when calibrating
-        self._output = info.output_for(self.layer)
+        self._output = info.output_for(self._layer)
         self._empty_context = np.zeros((1, 0, info.feature_size), np.float32)
 
     def _plan(self, options: StreamOptions) -> StitchPlan:
@@ -169,6 +171,35 @@ class OnnxEncoder:
         frames = [int(round(value * rate)) for value in (window, hop, lookahead)]
         return StitchPlan(window=max(frames[0], 1), hop=max(frames[1], 1), lookahead=frames[2])
 
+    # -- the registry's side ----------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: str, *, threads: int | None = None) -> OnnxEncoder | None:
+        """A path ending in ``.onnx``."""
+        return cls(spec, threads=threads) if Path(spec).suffix.lower() == ".onnx" else None
+
+    @classmethod
+    def from_identity(cls, identity: dict[str, Any], *, threads: int | None = None) -> OnnxEncoder:
+        """The model file the identity names (the caller checks its sha256 with ``same_identity``)."""
+        path = identity["path"]
+        if not Path(path).is_file():
+            raise EncoderError(
+                f"{path}: the ONNX model this keyword set was enrolled with is not there (pass --encoder PATH)"
+            )
+        return cls(path, threads=threads)
+
+    @classmethod
+    def check_identity(cls, identity: dict[str, Any]) -> int:
+        return check_onnx_identity(identity)
+
+    @classmethod
+    def describe(cls, identity: dict[str, Any]) -> str:
+        """E.g. ``speech-embedding (fp32) /models/speech-embedding.onnx, sha256 0123456789ab…``, or
+        ``wav2vec2-large-xlsr-53 layer 12 (int8) ...`` for a model with layers."""
+        source = str(identity.get("source_model", "")).rstrip("/").split("/")[-1] or "onnx"
+        layer = "" if identity.get("layer_convention", "none") == "none" else f" layer {identity.get('layer', '?')}"
+        return (f"{source}{layer} ({identity.get('precision', 'fp32')}) {identity.get('path', '?')}, "
+                f"sha256 {str(identity.get('sha256', '?'))[:12]}…")
+
     # -- identity ---------------------------------------------------------------------------------
     @property
     def identity(self) -> dict[str, Any]:
@@ -177,7 +208,7 @@ class OnnxEncoder:
         with :meth:`encode`, which does not depend on them."""
         info = self.info
         return {
-            "kind": "onnx",
+            "kind": self.kind,
             "sha256": self.sha256,
             "layer": self.layer,
             "layer_convention": info.layer_convention,
@@ -186,6 +217,19 @@ class OnnxEncoder:
             "dim": self.dim,
             "path": str(self.path.resolve()),  # absolute: a set may be used from another folder
         }
+
+    @property
+    def key(self) -> str:
+        """The model (all layers): :attr:`model_name` and the file's sha256."""
+        return f"{safe_name(self.model_name)}-{self.sha256[:12]}"
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(self.info.layers)
+
+    @property
+    def layer(self) -> int:
+        return self._layer
 
     @property
     def model_name(self) -> str:

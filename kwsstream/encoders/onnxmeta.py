@@ -43,8 +43,9 @@ Optional keys (default in brackets):
 ``stream_window``        recommended streaming window, seconds (contextual models)
 ``stream_hop``           recommended hop between windows, seconds
 ``stream_lookahead``     recommended right context, seconds
-``default_threshold``    base detection threshold for keyword sets enrolled with this model
-                         (a normalised path cost) [absent: the enroller's fallback]
+``default_threshold``    obsolete, ignored: written by older exports, when enrollment started
+                         from a base threshold (thresholds are now calibrated on background
+                         audio, ``kwsstream/calibrate.py``); files that have it still load
 ``source_family``,       informative only: ``wav2vec2``; ``none`` (raw audio in); how
 ``input_normalization``, the weights were quantised
 ``quantization``
@@ -98,7 +99,6 @@ class ModelInfo:
     stream_window: float | None
     stream_hop: float | None
     stream_lookahead: float | None
-    default_threshold: float | None = None
 
     @property
     def two_stage(self) -> bool:
@@ -224,5 +224,4 @@ def parse_model_info(
         stream_window=_number(meta, "stream_window", name),
         stream_hop=_number(meta, "stream_hop", name),
         stream_lookahead=_number(meta, "stream_lookahead", name, zero_ok=True),
-        default_threshold=_number(meta, "default_threshold", name),
     )
