@@ -22,9 +22,9 @@ from .enroll import enroll_examples
 from .errors import AudioError, KwsError
 from .keyset import save_keyset
 from .spotter import Spotter
+from .truth import TOLERANCE, matches, score  # noqa: F401  (matches: kept importable here for older callers)
 
 EXAMPLE = re.compile(r"^(?P<word>.+)_(?P<n>\d+)\.flac$")
-TOLERANCE = 0.3  # seconds between a detection and the true keyword span to count as found
 
 
 def data_dir() -> Path:
@@ -49,22 +49,6 @@ def build_demo_keyset(folder: Path, encoder: Encoder) -> Path:
     path = folder / "demo.kws"
     save_keyset(keyset, path)
     return path
-
-
-def matches(keyword: str, start: float, end: float, true_keyword: str, true_start: float, true_end: float) -> bool:
-    """Whether a detection of ``keyword`` from ``start`` to ``end`` s finds the true occurrence
-    (same keyword, overlapping it widened by :data:`TOLERANCE` on each side)."""
-    return keyword == true_keyword and start < true_end + TOLERANCE and end > true_start - TOLERANCE
-
-
-def score(events, truth) -> tuple[int, int]:
-    """(true occurrences found, detections matching no true occurrence)."""
-    def hit(e, t) -> bool:
-        return matches(e.keyword, e.start, e.end, t["keyword"], t["start"], t["end"])
-
-    found = sum(any(hit(e, t) for e in events) for t in truth)
-    false = sum(not any(hit(e, t) for t in truth) for e in events)
-    return found, false
 
 
 def find_microphone():

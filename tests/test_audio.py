@@ -32,11 +32,17 @@ def test_formats_are_read_as_16k_mono_float32(tmp_path, fmt, subtype, suffix):
 
 
 def test_stereo_is_mixed_down_and_rate_converted(tmp_path):
-    left, right = tone(0.5, 44_100, 300), tone(0.5, 44_100, 300)
-    sf.write(tmp_path / "s.wav", np.stack([left, -right * 0 + right], axis=1), 44_100, subtype="PCM_16")
+    """Two different channels (300 Hz left, 700 Hz right at half its level): the result is their
+    average, so a mix-down that kept one channel, or summed them, fails."""
+    left, right = 0.6 * tone(0.5, 44_100, 300) / 0.5, 0.3 * tone(0.5, 44_100, 700) / 0.5
+    sf.write(tmp_path / "s.wav", np.stack([left, right], axis=1), 44_100, subtype="FLOAT")
+    sf.write(tmp_path / "mean.wav", (left + right) / 2, 44_100, subtype="FLOAT")
     audio = load_audio(tmp_path / "s.wav")
     assert len(audio) == pytest.approx(8000, abs=2)
-    assert np.abs(audio).max() == pytest.approx(0.5, abs=0.01)
+    np.testing.assert_allclose(audio, load_audio(tmp_path / "mean.wav"), atol=1e-6)
+    spectrum = np.abs(np.fft.rfft(audio[1000:7000]))  # 6000 samples: bins of 16000/6000 Hz
+    peak = {hz: spectrum[round(hz * 6000 / SR) - 2:round(hz * 6000 / SR) + 3].max() for hz in (300, 700)}
+    assert peak[700] / peak[300] == pytest.approx(0.5, rel=0.05)  # both channels, at their levels
 
 
 def test_blocks_are_bounded_and_add_up_to_the_whole(tmp_path):
@@ -84,9 +90,10 @@ def test_bad_files_are_refused_with_the_file_named(tmp_path, case, message):
 
 
 def test_in_memory_buffers_are_normalised():
-    stereo_int16 = (np.stack([tone(0.5, 8000)] * 2, axis=1) * 32767).astype(np.int16)
-    out = prepare_samples(stereo_int16, 8000)
+    stereo = np.stack([tone(0.5, 8000), np.zeros(4000, np.float32)], axis=1)  # the right channel silent
+    out = prepare_samples((stereo * 32767).astype(np.int16), 8000)
     assert out.dtype == np.float32 and len(out) == pytest.approx(8000, abs=2)
-    assert np.abs(out).max() == pytest.approx(0.5, abs=0.01)
+    assert np.abs(out).max() == pytest.approx(0.25, abs=0.01)  # the average of the two channels
+    np.testing.assert_allclose(prepare_samples(stereo[:, ::-1].copy(), 8000), out, atol=1e-4)  # either side
     with pytest.raises(AudioError, match="NaN"):
         prepare_samples(np.array([0.0, np.inf], np.float32))

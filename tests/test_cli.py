@@ -1,12 +1,18 @@
-"""The command line: bad input gives exit 2 and one clear line, and never harms the keyword set."""
+"""The command line: bad input gives exit 2 and one clear line, and never harms the keyword set.
+
+Commands run in this process (``kwsstream.cli.main``, :func:`cli_helpers.run_main`); the entry
+point as a real process is tested once here (exit statuses) and in ``test_end_to_end.py``
+(nothing but JSON lines on stdout)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import soundfile as sf
-from cli_helpers import one_line_error
-from cli_helpers import run_kwsstream as cli
+from cli_helpers import one_line_error, run_kwsstream
+from cli_helpers import run_main as cli
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +51,18 @@ def test_bad_inputs_exit_2_and_leave_the_set_unharmed(enrolled, tmp_path, speech
     assert cli("detect", "-k", path).returncode == 2  # argparse: missing AUDIO
 
 
+def test_the_entry_point_process_exits_0_and_2(enrolled, tmp_path):
+    """The real ``python -m kwsstream``: status 0 with the listing on stdout, status 2 with one
+    line for bad input and for a usage error."""
+    path, word = enrolled
+    ok = run_kwsstream("keywords", "-k", path)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"# {path}: encoder MFCC-13\n") and f"\n{word}\t" in ok.stdout
+    one_line_error(run_kwsstream("detect", "-k", tmp_path / "none.kws", tmp_path / "a.wav"), "none.kws",
+                   prefix="kwsstream: error: ", no_stdout=True)
+    usage = run_kwsstream("detect", "-k", path)  # argparse: missing AUDIO
+    assert usage.returncode == 2 and "usage:" in usage.stderr and usage.stdout == ""
+
+
 def test_keywords_lists_and_removes(enrolled, tmp_path, speech):
     path, word = enrolled
     copy = tmp_path / "copy.kws"
@@ -52,13 +70,14 @@ def test_keywords_lists_and_removes(enrolled, tmp_path, speech):
     other = list(speech.examples)[1]
     assert cli("enroll", "-k", copy, other, *speech.examples[other][:1]).returncode == 0
     listing = cli("keywords", "-k", copy)
-    assert listing.returncode == 0 and word in listing.stdout and other in listing.stdout
+    assert listing.returncode == 0 and listing.stdout.splitlines()[0] == f"# {copy}: encoder MFCC-13"
+    rows = {line.split("\t")[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert set(rows) == {word, other}
     # one example is enough: the threshold comes from the background, not from the examples
-    line = next(row for row in listing.stdout.splitlines() if row.startswith(other + "\t"))
-    assert "(calibrated)\texpected_fa_per_hour=1\t" in line
+    assert "(calibrated)\texpected_fa_per_hour=1\t" in rows[other] and "templates=1\t" in rows[other]
     assert cli("keywords", "-k", copy, "--remove", word).returncode == 0
-    listing = cli("keywords", "-k", copy).stdout
-    assert word not in listing and other in listing
+    rows = [line.split("\t")[0] for line in cli("keywords", "-k", copy).stdout.splitlines()[1:]]
+    assert rows == [other]
 
 
 def test_user_threshold_survives_recalibration(tmp_path, speech):
@@ -75,5 +94,5 @@ def test_segment_takes_the_keyword_out_of_a_longer_recording(tmp_path, speech):
     proc = cli("enroll", "-k", path, t.keyword, speech.stream, "--segment", t.start, t.end)
     assert proc.returncode == 0, proc.stderr
     proc = cli("detect", "-k", path, speech.stream, "--json")
-    assert any(f'"keyword": "{t.keyword}"' in line and abs(float(line.split('"start": ')[1].split(",")[0]) - t.start) < 0.3
-               for line in proc.stdout.splitlines())
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert any(e["keyword"] == t.keyword and abs(e["start"] - t.start) < 0.3 for e in events), events

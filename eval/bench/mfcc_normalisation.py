@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench.speech_embedding_vs_mfcc import NEAR_S, TOLERANCE_S, score_curve
+from eval.hardcase import NEAR_S, TOLERANCE_S, score_curve
 from eval.espeak import Voice
 from eval.scenes import build_scene, enrollment_clips, write_audio
 from kwsstream.encoders.mfcc import MfccEncoder, MfccOptions
