@@ -4,17 +4,25 @@ Long test streams (real human speech corpora, or a synthetic one) go through the
 pipeline a user's ``kwsstream detect FILE`` runs — :func:`kwsstream.audio.iter_audio_blocks` in
 10 s blocks → :class:`kwsstream.spotter.Stream` ``feed``/``flush`` — with keywords enrolled from
 each corpus's examples (per-example segments) and thresholds calibrated at enrollment
-(:func:`kwsstream.enroll.calibrate_keywords`, 1 FA/h on the bundled background). Each stream is
-played in every condition (``dry``, ``noiseSNR``: babble + pink noise at SNR dB, ``room``:
-RT60 0.5 s); the conditioned audio is written to a FLAC under ``OUT/audio`` and that file is what
-the pipeline reads. The per-keyword score trace of every run is cached under ``OUT/traces``
-(named by a hash of the keyset and the audio), so reruns skip finished runs; the threshold sweep,
-scoring, tables and plots (:mod:`eval.streamreport`) are replayed from the traces.
+(:func:`kwsstream.enroll.calibrate_keywords`, 1 FA/h on the bundled background: calibration
+``builtin``). Each stream is played in every condition (``dry``, ``noiseSNR``: babble + pink
+noise at SNR dB, ``room``: RT60 0.5 s); the conditioned audio is written to a FLAC under
+``OUT/audio`` and that file is what the pipeline reads. The per-keyword score trace of every run
+is cached under ``OUT/traces`` (named by a hash of the keyset and the audio), so reruns skip
+finished runs; the threshold sweep, scoring, tables and plots (:mod:`eval.streamreport`) are
+replayed from the traces.
+
+Calibration ``own``: for a one-speaker stream, the first ``--own-minutes`` of its keyword-free
+prompts are held out (``OUT/own``), the same templates are calibrated on them, and only the rest
+of the stream is counted. Calibration accuracy: every keyword's threshold is moved to each rate in
+:data:`eval.streamreport.ASKED` along its stored curve (``set_sensitivity``) and the rate got is
+measured. Latency: when a live stream emits the event (:func:`eval.streamreport.probe_timing`).
 
 Stream corpus layout (``CORPUS/corpus.json``, format ``kwsstream-streams`` version 1): keywords with
 their enrollment examples (``audio``, ``segment``, ``speaker``), streams (``audio``, ``truth`` CSV
-``keyword,start,end,prompt``, ``kind``): :mod:`eval.streamcorpus`, which also builds a synthetic
-one from eSpeak voices (``--synthetic DIR``) and makes the conditions.
+``keyword,start,end,prompt[,kind]``, ``kind``, ``speakers``; ``<id>.prompts.csv`` beside the
+audio): :mod:`eval.streamcorpus`, which also builds a synthetic one from eSpeak voices
+(``--synthetic DIR``) and makes the conditions.
 """
 
 from __future__ import annotations
@@ -31,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from eval import streamreport as report
-from eval.streamcorpus import (CONDITIONS, ROOM_RT60, Corpus, StreamInfo, apply_condition, babble_source,
-                              build_synthetic, check_condition, load_corpus, read_truth, safe_cut)
+from eval.streamcorpus import (CONDITIONS, ROOM_RT60, Corpus, OwnSplit, StreamInfo, apply_condition, babble_source,
+                              build_synthetic, check_condition, load_corpus, own_split, read_truth, safe_cut)
 from kwsstream.errors import UsageError
 
 _LOG = logging.getLogger(__name__)
@@ -165,6 +173,69 @@ def encoder_label(spec: str) -> str:
     return "mfcc" if spec == "mfcc" else Path(spec).stem
 
 
+OWN_SPAN = "builtin, own span"
+"""Calibration label of the built-in thresholds counted on the own-voice test span only (for a
+like-for-like comparison with ``own``)."""
+
+
+def own_background(out: Path, corpus: Corpus, stream: StreamInfo, split: OwnSplit) -> Path:
+    """The held-out prompts of ``stream`` (dry, each with the pause after it) in one FLAC under
+    ``out/own`` (reused when its key matches): the own-voice calibration background."""
+    from eval.scenes import write_audio
+    from kwsstream.audio import MAX_SECONDS, load_audio
+
+    key = _key(file_hash(stream.audio), split.segments)
+    path = out / "own" / corpus.name / f"{stream.id}.heldout.{key}.flac"
+    if not path.exists():
+        audio = load_audio(stream.audio, max_seconds=MAX_SECONDS)
+        parts = [audio[int(round(a * 16000)):int(round(b * 16000))] for a, b in split.segments]
+        tmp = path.with_suffix(".part.flac")
+        write_audio(tmp, np.concatenate(parts))
+        tmp.replace(path)
+    return path
+
+
+def own_keyset(out: Path, corpus: Corpus, label: str, keyset, keyset_path: Path, encoder, backgrounds: list[Path]):
+    """The enrolled templates calibrated on the own-voice background files instead of the bundled
+    set (``keep_user=False``); cached under ``out/keysets``."""
+    from kwsstream.calibrate import Background
+    from kwsstream.enroll import calibrate_keywords
+    from kwsstream.keyset import load_keyset, save_keyset
+
+    key = _key(file_hash(keyset_path), [file_hash(b) for b in backgrounds], "calibrate-own")
+    path = out / "keysets" / f"{corpus.name}.{label}.own.{key}.kws"
+    if path.exists():
+        return load_keyset(path), path
+    own = calibrate_keywords(keyset, encoder, background=Background.files(backgrounds), keep_user=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_keyset(own, path)
+    return own, path
+
+
+def thresholds_for(keyset, names: list[str], fa_per_hour: float) -> np.ndarray:
+    """Every keyword's threshold moved to ``fa_per_hour`` along its stored false-alarm curve
+    (:func:`kwsstream.enroll.set_sensitivity`, what ``--fa-per-hour`` does; no audio)."""
+    from kwsstream.enroll import set_sensitivity
+
+    return np.array([set_sensitivity(keyset, n, fa_per_hour=fa_per_hour).get(n).threshold for n in names], np.float64)
+
+
+def own_plan(corpus: Corpus, minutes: float, max_share: float,
+             cut_s: float | None = None) -> tuple[dict[str, OwnSplit] | None, str]:
+    """Each speech stream's own-voice split, or None with the reason when the corpus has none
+    (a stream of several speakers, no prompt list, no keyword-free prompt)."""
+    splits = {}
+    for stream in corpus.streams:
+        if len(stream.speakers) != 1:
+            return None, (f"{corpus.name}: no own-voice calibration (stream {stream.id} has "
+                          f"{len(stream.speakers) or 'no listed'} speakers)")
+        split = own_split(stream, minutes, max_share, safe_cut(stream.truth, cut_s) if cut_s else None)
+        if split is None:
+            return None, f"{corpus.name}: no own-voice calibration (stream {stream.id}: no keyword-free prompt list)"
+        splits[stream.id] = split
+    return splits, ""
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Everything; returns what was written (paths) and the plotted data (for tests)."""
     from tqdm import tqdm
@@ -186,8 +257,31 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     negatives = [load_corpus(f) for f in args.negatives or []]
     conditions = [check_condition(c) for c in args.conditions]
     offsets = report.default_offsets(*args.offsets)
+    asked = np.array(report.ASKED)
     cut_s = args.minutes * 60 if args.minutes else None
     encoders = {encoder_label(spec): load_encoder(spec) for spec in args.encoder}
+    calibrations = list(dict.fromkeys(args.calibration))
+    own_notes, splits = [], {}
+    for corpus in corpora:
+        if "own" not in calibrations:
+            break
+        plan, why = own_plan(corpus, args.own_minutes, args.own_max_share, cut_s)
+        if plan is None:
+            own_notes.append(why)
+            continue
+        splits[corpus.name] = plan
+        for stream in corpus.streams:
+            sp = plan[stream.id]
+            seconds = min(json_seconds(stream), safe_cut(stream.truth, cut_s)) if cut_s else json_seconds(stream)
+            speakers = {e["speaker"] for examples in corpus.keywords.values() for e in examples}
+            cross = (f" Cross-speaker: the templates are {', '.join(sorted(speakers))}'s, the stream (and so the "
+                     f"own-voice background) is {stream.speakers[0]}'s." if speakers and stream.speakers[0]
+                     not in speakers else "")
+            own_notes.append(f"{corpus.name} / {stream.id} ({stream.speakers[0]}): held out "
+                             f"{sp.held_out_seconds / 60:.1f} min of keyword-free prompts ({len(sp.segments)} prompts "
+                             f"with their pauses) from the first {sp.test_start / 60:.1f} min of the stream; tested "
+                             f"from {sp.test_start:.1f} s on ({(seconds - sp.test_start) / 60:.1f} min) plus the "
+                             f"negative streams.{cross}")
     jobs = []
     for corpus in corpora:
         names = list(corpus.keywords)[: args.keywords or None]
@@ -198,60 +292,121 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 for owner in [corpus, *negatives]:
                     for stream in owner.streams:
                         jobs.append((corpus, names, label, condition, owner, stream))
-    det, ops, runs, plots, drawn = [], [], [], [], {}
-    keysets, results = {}, {}
+    det, ops, cal, runs, plots, drawn = [], [], [], [], [], {}
+    keysets, results, asked_results = {}, {}, {}
     bar = tqdm(jobs, desc="streams", unit="run", disable=args.no_progress or None)
     for corpus, names, label, condition, owner, stream in bar:
         bar.set_postfix_str(f"{corpus.name}/{owner.name}:{stream.id} {condition} {label}")
         if (corpus.name, label) not in keysets:
             keyset, path = enrolled_keyset(out, corpus, names, encoders[label], label)
-            keysets[corpus.name, label] = (Spotter(keyset, encoders[label]), path)
-        spotter, keyset_path = keysets[corpus.name, label]
+            spotter = Spotter(keyset, encoders[label])
+            entry = {"spotter": spotter, "path": path, "timing": report.probe_timing(spotter),
+                     "builtin": (keyset, {t: thresholds_for(keyset, names, t) for t in asked})}
+            if corpus.name in splits:
+                backgrounds = [own_background(out, corpus, s, splits[corpus.name][s.id]) for s in corpus.streams]
+                own, _ = own_keyset(out, corpus, label, keyset, path, encoders[label], backgrounds)
+                entry["own"] = (own, {t: thresholds_for(own, names, t) for t in asked})
+            keysets[corpus.name, label] = entry
+        entry = keysets[corpus.name, label]
+        spotter, keyset_path, timing = entry["spotter"], entry["path"], entry["timing"]
         cut = safe_cut(stream.truth, cut_s) if cut_s else None
         audio = conditioned_audio(out, owner, stream, condition, args.seed, cut)
         trace, live, wall = cached_trace(out, keyset_path, corpus.name, owner.name, stream, condition, label, audio,
                                          spotter)
         truth = read_truth(stream.truth, names, cut)
-        enrolled = spotter.thresholds.astype(np.float64)
         grid, options = spotter.encoder.grid, spotter.options.detector
-        replayed = report.replay(trace, report.thresholds_at(enrolled, 0.0), grid, options)
+        replayed = report.replay(trace, report.thresholds_at(spotter.thresholds.astype(np.float64), 0.0), grid,
+                                 options)
         ok = same_events(replayed, live)
         if not ok:
             _LOG.error("%s/%s %s %s: replay at the enrollment thresholds differs from the live events",
                        owner.name, stream.id, condition, label)
-        result = report.sweep(trace, truth, enrolled, offsets, grid, options)
-        key = (corpus.name, condition, label)
-        results[key] = result if key not in results else results[key] + result
+        own_start = splits[corpus.name][stream.id].test_start if corpus.name in splits and owner is corpus else 0.0
+        for c in calibrations:
+            if c not in entry:
+                continue
+            keyset, at = entry[c]
+            count_from = own_start if c == "own" else 0.0
+            base = np.array([keyset.get(n).threshold for n in names], np.float64)
+            result = report.sweep(trace, truth, base, offsets, grid, options, count_from=count_from, timing=timing)
+            points = report.evaluate(trace, truth, [at[t] for t in asked], asked, grid, options,
+                                     count_from=count_from, timing=timing)
+            key = (corpus.name, condition, label, c)
+            results[key] = result if key not in results else results[key] + result
+            asked_results[key] = points if key not in asked_results else asked_results[key] + points
+            if c == "builtin" and "own" in entry:
+                span = report.evaluate(trace, truth, [at[t] for t in asked], asked, grid, options,
+                                       count_from=own_start, timing=timing)
+                key = (corpus.name, condition, label, OWN_SPAN)
+                asked_results[key] = span if key not in asked_results else asked_results[key] + span
         runs.append({"corpus": owner.name, "keyset": corpus.name, "stream": stream.id, "condition": condition,
                      "encoder": label, "minutes": trace.seconds / 60, "occurrences": len(truth.keyword),
                      "live_events": len(live), "seconds": wall, "replay_equals_live": ok, "audio": str(audio)})
-    for (corpus_name, condition, label), result in results.items():
-        corpus = next(c for c in corpora if c.name == corpus_name)
-        names = list(corpus.keywords)[: args.keywords or None]
-        enrolled = keysets[corpus_name, label][0].thresholds.astype(np.float64)
-        rows = report.det_rows(result, names, enrolled, corpus=corpus_name, condition=condition, encoder=label)
+    names_of = {c.name: list(c.keywords)[: args.keywords or None] for c in corpora}
+    for (corpus_name, condition, label, c), result in results.items():
+        names = names_of[corpus_name]
+        base = np.array([keysets[corpus_name, label][c][0].get(n).threshold for n in names], np.float64)
+        rows = report.det_rows(result, names, base, corpus=corpus_name, condition=condition, encoder=label,
+                               calibration=c)
         det += rows
         ops += report.operating_points(rows, result, names)
+    for (corpus_name, condition, label, c), result in asked_results.items():
+        cal += report.calibration_rows(result, names_of[corpus_name], corpus=corpus_name, condition=condition,
+                                       encoder=label, calibration=c)
     for corpus in corpora:
         for condition in conditions:
-            curves = {label: [r for r in det if (r["corpus"], r["condition"], r["encoder"], r["keyword"])
-                              == (corpus.name, condition, label, report.ALL)] for label in encoders}
-            kw_hours = {label: rows[0]["negative_hours"] * rows[0]["keywords"] for label, rows in curves.items()}
+            curves, kw_hours = {}, {}
+            for label in encoders:
+                for c in calibrations:
+                    rows = [r for r in det if (r["corpus"], r["condition"], r["encoder"], r["calibration"],
+                                               r["keyword"]) == (corpus.name, condition, label, c, report.ALL)]
+                    if rows:
+                        curves[label, c] = rows
+                        kw_hours[label, c] = rows[0]["negative_hours"] * rows[0]["keywords"]
             name = f"det_{corpus.name}_{condition}.png"
-            title = (f"{corpus.name}, {condition}: {min(kw_hours.values()):.2f} h x keywords of negative audio")
+            title = (f"{corpus.name}, {condition}: {min(kw_hours.values()):.2f} h x keywords of negative audio "
+                     f"(least)")
             drawn[corpus.name, condition] = report.plot_det(out / name, title, curves, kw_hours)
-            plots.append((name, f"{corpus.name}, {condition}"))
+            plots.append((name, f"DET {corpus.name}, {condition}"))
+        series = {}
+        for (corpus_name, condition, label, c), result in asked_results.items():
+            if corpus_name != corpus.name or c == OWN_SPAN:
+                continue
+            n_k = result.hits.shape[1]
+            got = result.false_alarms.sum(axis=1) / (result.hours * n_k)
+            series[c, label, condition] = (list(asked), list(got), result.hours * n_k)
+        name = f"asked_vs_got_{corpus.name}.png"
+        drawn[corpus.name, "asked"] = report.plot_asked_vs_got(out / name, corpus.name, series)
+        plots.insert(0, (name, f"asked vs got, {corpus.name}"))
     report.write_csv(out / "det.csv", det, report.DET_COLUMNS)
     report.write_csv(out / "operating_points.csv", ops, report.OP_COLUMNS)
+    report.write_csv(out / "calibration.csv", cal, report.CAL_COLUMNS)
     report.write_csv(out / "runs.csv", runs, ("corpus", "keyset", "stream", "condition", "encoder", "minutes",
                                               "occurrences", "live_events", "seconds", "replay_equals_live", "audio"))
+    timing_notes = {}
+    for (corpus_name, label), entry in keysets.items():
+        t = entry["timing"]
+        ends = np.arange(1000, 1000 + t.period)
+        lag = t.emitted(ends) - (ends * t.hop - t.pad + t.length / 2 + t.hop / 2) / t.sample_rate
+        timing_notes[label] = (f"{label}: emitted {lag.min():.3f}-{lag.max():.3f} s after the event's end time "
+                               f"(detector look-ahead {t.lookahead} frames, then the encoder's and the matcher's wait; "
+                               f"pattern every {t.period} frames).")
     notes = [f"Babble: {babble_source()[1]}." if any(c.startswith("noise") for c in conditions) else "",
              f"Streams cut to the first {args.minutes:g} min (--minutes)." if args.minutes else "",
-             f"Negative streams added to every corpus: {', '.join(n.name for n in negatives)}." if negatives else ""]
+             f"Negative streams added to every corpus: {', '.join(n.name for n in negatives)}." if negatives else "",
+             "Latency model, measured on each spotter: " + " ".join(timing_notes.values())]
     command = "python -m eval stream " + " ".join(shlex.quote(a) for a in (args.argv or []))
-    (out / "summary.md").write_text(report.summary_markdown(ops, runs, plots, command, [n for n in notes if n]),
-                                    encoding="utf-8")
-    return {"det": det, "ops": ops, "runs": runs, "drawn": drawn, "out": out}
+    (out / "summary.md").write_text(report.summary_markdown(ops, runs, plots, command, [n for n in notes if n], cal,
+                                                            own_notes), encoding="utf-8")
+    return {"det": det, "ops": ops, "cal": cal, "runs": runs, "drawn": drawn, "out": out, "splits": splits,
+            "timing": {k: v["timing"] for k, v in keysets.items()}}
+
+
+def json_seconds(stream: StreamInfo) -> float:
+    """The stream's length in seconds (from its audio file's header)."""
+    import soundfile as sf
+
+    return float(sf.info(str(stream.audio)).duration)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +424,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="noise, room and synthetic corpus seed (default 0)")
     parser.add_argument("--offsets", type=float, nargs=3, default=(-0.3, 0.3, 0.005), metavar=("LOW", "HIGH", "STEP"),
                         help="threshold offsets swept (default -0.3 0.3 0.005)")
+    parser.add_argument("--calibration", nargs="+", choices=("builtin", "own"), default=["builtin", "own"],
+                        help="thresholds calibrated on the bundled background (builtin) and/or on the stream "
+                             "speaker's own held-out keyword-free speech (own); default both")
+    parser.add_argument("--own-minutes", type=float, default=8.0,
+                        help="minutes of keyword-free prompts held out of each one-speaker stream for the own-voice "
+                             "calibration (default 8)")
+    parser.add_argument("--own-max-share", type=float, default=0.5,
+                        help="the held-out part never reaches past this share of the stream (default 0.5)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -279,11 +442,13 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--keywords must be at least 1")
     if args.minutes is not None and not args.minutes > 0:
         raise UsageError("--minutes must be positive")
+    if not args.own_minutes > 0 or not 0 < args.own_max_share < 1:
+        raise UsageError("--own-minutes must be positive and --own-max-share between 0 and 1")
     if not (args.offsets[2] > 0 and args.offsets[0] <= 0 <= args.offsets[1]):
         raise UsageError("--offsets LOW HIGH STEP needs LOW <= 0 <= HIGH and STEP > 0")
     started = time.perf_counter()
     done = run_benchmark(args)
-    print(f"wrote {done['out']}/summary.md, det.csv, operating_points.csv, runs.csv and "
-          f"{len(done['drawn'])} DET plot(s) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(f"wrote {done['out']}/summary.md, det.csv, operating_points.csv, calibration.csv, runs.csv and "
+          f"{len(done['drawn'])} plot(s) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0 if all(r["replay_equals_live"] for r in done["runs"]) else 1
 

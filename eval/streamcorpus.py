@@ -4,8 +4,11 @@ listening conditions (noise, room) a stream is played in.
 Layout (``CORPUS/corpus.json``, format ``kwsstream-streams`` version 1): ``keywords`` maps each
 word to its enrollment examples (``audio`` relative to the corpus folder, ``segment`` [start, end]
 seconds, ``speaker``); ``streams`` lists long recordings (``id``, ``audio``, ``truth`` CSV
-``keyword,start,end,prompt`` with every occurrence, ``kind`` speech/music/background). A corpus
-named ``background`` (or holding a background stream) is calibration material and is refused.
+``keyword,start,end,prompt[,kind]`` with every occurrence — ``kind`` ``keyword`` or ``ignore``, a
+4-column file has only keyword rows —, ``kind`` speech/music/background, ``speakers``), and next
+to the audio ``<id>.prompts.csv`` (``prompt,start,end,transcript``) for the own-voice split
+(:func:`own_split`). A corpus named ``background`` (or holding a background stream) is
+calibration material and is refused.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ class StreamInfo:
     audio: Path
     truth: Path | None
     kind: str
+    speakers: tuple[str, ...] = ()
+
+    @property
+    def prompts(self) -> Path:
+        """The stream's prompt list (``prompt,start,end,transcript``), next to its audio."""
+        return self.audio.parent / f"{self.id}.prompts.csv"
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,8 @@ def load_corpus(folder: Path) -> Corpus:
         raise UsageError(f"{path}: not a {FORMAT} version 1 corpus")
     name = str(data.get("name") or Path(folder).name)
     streams = tuple(StreamInfo(str(s["id"]), Path(folder) / s["audio"],
-                               Path(folder) / s["truth"] if s.get("truth") else None, str(s.get("kind", "speech")))
+                               Path(folder) / s["truth"] if s.get("truth") else None, str(s.get("kind", "speech")),
+                               tuple(str(x) for x in s.get("speakers") or ()))
                     for s in data.get("streams", []))
     if name == "background" or any(s.kind == "background" for s in streams):
         raise UsageError(f"{path}: the background corpus is for calibration only, never for testing")
@@ -86,17 +96,71 @@ def load_corpus(folder: Path) -> Corpus:
 
 
 def read_truth(path: Path | None, names: list[str], cut: float | None) -> report.Truth:
-    """The occurrences of ``names`` in a truth CSV (ending before ``cut`` s when given)."""
+    """The occurrences and ignore spans of ``names`` in a truth CSV (ending before ``cut`` s when
+    given); a row without ``kind`` (the 4-column format) is an occurrence."""
     if path is None or not path.exists():
         return report.Truth.empty()
-    kw, start, end = [], [], []
+    rows = {"keyword": ([], [], []), "ignore": ([], [], [])}
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
+            kind = (row.get("kind") or "keyword").strip()
+            if kind not in rows:
+                raise UsageError(f"{path}: unknown kind {kind!r} (keyword or ignore)")
             if row["keyword"] in names and (cut is None or float(row["end"]) <= cut):
+                kw, start, end = rows[kind]
                 kw.append(names.index(row["keyword"]))
                 start.append(float(row["start"]))
                 end.append(float(row["end"]))
-    return report.Truth(np.array(kw, np.int64), np.array(start), np.array(end))
+    (kw, start, end), (ikw, istart, iend) = rows["keyword"], rows["ignore"]
+    return report.Truth(np.array(kw, np.int64), np.array(start, np.float64), np.array(end, np.float64),
+                        np.array(ikw, np.int64), np.array(istart, np.float64), np.array(iend, np.float64))
+
+
+@dataclass(frozen=True)
+class OwnSplit:
+    """A one-speaker stream split for own-voice calibration: the held-out keyword-free prompts
+    (``segments``, seconds: each prompt to the start of the next one, its pause included) and
+    where the test part starts (``test_start``: the first prompt after the last held-out one)."""
+
+    segments: tuple[tuple[float, float], ...]
+    test_start: float
+    held_out_seconds: float
+
+
+def own_split(stream: StreamInfo, minutes: float, max_share: float = 0.5, cut: float | None = None) -> OwnSplit | None:
+    """Hold out the first ``minutes`` of the stream's keyword-free prompts (no ``keyword`` and no
+    ``ignore`` row overlaps them), never letting the held-out part reach past ``max_share`` of
+    the stream (cut to ``cut`` s when given). None when the stream has no prompt list or no
+    keyword-free prompt fits."""
+    if not stream.prompts.exists():
+        return None
+    with open(stream.prompts, newline="", encoding="utf-8") as f:
+        prompts = sorted((float(r["start"]), float(r["end"])) for r in csv.DictReader(f))
+    if cut is not None:
+        prompts = [(s, e) for s, e in prompts if e <= cut]
+    spans = []
+    if stream.truth is not None and stream.truth.exists():
+        with open(stream.truth, newline="", encoding="utf-8") as f:
+            spans = [(float(r["start"]), float(r["end"])) for r in csv.DictReader(f)]
+    if not prompts:
+        return None
+    limit = max_share * prompts[-1][1]
+    segments, held = [], 0.0
+    for i, (s, e) in enumerate(prompts):
+        if held >= minutes * 60:
+            break
+        nxt = prompts[i + 1][0] if i + 1 < len(prompts) else None
+        if nxt is None or nxt > limit:
+            break
+        if any(a < e and b > s for a, b in spans):
+            continue
+        segments.append((s, nxt))
+        held += nxt - s
+    if not segments:
+        return None
+    last = segments[-1][1]
+    test_start = next(s for s, _ in prompts if s >= last)
+    return OwnSplit(tuple(segments), test_start, held)
 
 
 def safe_cut(path: Path | None, seconds: float) -> float:
@@ -154,10 +218,15 @@ def build_synthetic(folder: Path, *, minutes: float = 10.0, n_keywords: int = 4,
     write_audio(folder / "streams" / "es-synth.flac", scene.audio)
     with open(folder / "streams" / "es-synth.truth.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["keyword", "start", "end", "prompt"])
+        writer.writerow(["keyword", "start", "end", "prompt", "kind"])
         for occ in scene.truth:
             prompt = next((i for i, s in enumerate(scene.segments) if s.start <= occ.start < s.end), -1)
-            writer.writerow([occ.keyword, f"{occ.start:.4f}", f"{occ.end:.4f}", prompt])
+            writer.writerow([occ.keyword, f"{occ.start:.4f}", f"{occ.end:.4f}", prompt, "keyword"])
+    with open(folder / "streams" / "es-synth.prompts.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "start", "end", "transcript"])
+        for i, seg in enumerate(scene.segments):
+            writer.writerow([i, f"{seg.start:.4f}", f"{seg.end:.4f}", seg.text])
     corpus = {"format": FORMAT, "version": 1, "name": "synthetic-es", "language": "es", "sample_rate": 16000,
               "sources": [{"kind": "espeak-ng", "seed": seed}], "keywords": keywords,
               "streams": [{"id": "es-synth", "audio": "streams/es-synth.flac", "truth": "streams/es-synth.truth.csv",
