@@ -21,15 +21,10 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-import soxr
-
 from eval.textnorm import normalize_text, normalize_word
+from eval.words import TimedWord
 from kwsstream.errors import KwsError
 
-SAMPLE_RATE = 16_000
-"""Rate of the audio :func:`load_clip` returns (Hz)."""
 DEFAULT_SPLIT = "validated"
 CTM_FILE = "alignments.ctm"
 TEXTGRID_DIR = "alignments"
@@ -52,15 +47,6 @@ class CorpusError(KwsError):
 
 
 @dataclass(frozen=True)
-class AlignedWord:
-    """A word with its time in the clip: ``text`` in matching form, ``start``/``end`` seconds."""
-
-    text: str
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
 class Clip:
     """One recording of the corpus.
 
@@ -77,7 +63,7 @@ class Clip:
     path: Path
     sentence: str
     client_id: str
-    words: tuple[AlignedWord, ...] | None
+    words: tuple[TimedWord, ...] | None
     extra: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -163,11 +149,11 @@ def read_split(tsv: Path | str) -> list[dict[str, str]]:
     return rows
 
 
-def read_ctm(path: Path | str) -> dict[str, list[AlignedWord]]:
+def read_ctm(path: Path | str) -> dict[str, list[TimedWord]]:
     """Word timings from a CTM file (``utt channel start duration word [conf]``; ``;;`` lines are
     comments), per utterance in time order; non-word labels are dropped."""
     path = Path(path)
-    result: dict[str, list[AlignedWord]] = {}
+    result: dict[str, list[TimedWord]] = {}
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             fields = line.split()
@@ -185,13 +171,13 @@ def read_ctm(path: Path | str) -> dict[str, list[AlignedWord]]:
                 raise CorpusError(f"{path}:{number}: negative time in {line.strip()!r}")
             word = normalize_word(fields[4])
             if fields[4].lower() not in NON_WORDS and word:
-                result.setdefault(fields[0], []).append(AlignedWord(word, start, start + duration))
+                result.setdefault(fields[0], []).append(TimedWord(word, start, start + duration))
     for words in result.values():
         words.sort(key=lambda w: w.start)
     return result
 
 
-def read_textgrids(folder: Path | str) -> dict[str, list[AlignedWord]]:
+def read_textgrids(folder: Path | str) -> dict[str, list[TimedWord]]:
     """Word timings from Montreal Forced Aligner TextGrids anywhere under ``folder`` (read with
     praatio), keyed by file name without suffix."""
     try:
@@ -199,7 +185,7 @@ def read_textgrids(folder: Path | str) -> dict[str, list[AlignedWord]]:
     except ImportError as error:
         raise CorpusError("TextGrids need praatio: pip install 'kwsstream[eval]'") from error
     folder = Path(folder)
-    result: dict[str, list[AlignedWord]] = {}
+    result: dict[str, list[TimedWord]] = {}
     for path in sorted(folder.rglob("*.TextGrid")):
         try:
             grid = textgrid.openTextgrid(str(path), includeEmptyIntervals=False,
@@ -210,25 +196,11 @@ def read_textgrids(folder: Path | str) -> dict[str, list[AlignedWord]]:
                           if n.lower() in WORD_TIERS or n.lower().endswith(" - words")), None)
         if tier_name is None:
             raise CorpusError(f"{path}: no words tier (tiers: {grid.tierNames})")
-        words = [AlignedWord(normalize_word(label), float(start), float(end))
+        words = [TimedWord(normalize_word(label), float(start), float(end))
                  for start, end, label in grid.getTier(tier_name).entries
                  if label.strip().lower() not in NON_WORDS and normalize_word(label)]
         result[path.stem] = sorted(words, key=lambda w: w.start)
     return result
-
-
-def load_clip(path: Path | str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A clip as mono float32 at ``sample_rate`` (mixed down and resampled with soxr)."""
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError
-        raise CorpusError(f"{path}: cannot read audio ({error})") from error
-    mono = audio.mean(axis=1)
-    if len(mono) == 0 or not np.isfinite(mono).all():
-        raise CorpusError(f"{path}: empty or non-finite audio")
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def _clip_path(clips: Path, name: str, check: bool, where: str) -> Path:

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from eval.words import TimedWord
+from kwsstream.encoders.base import SAMPLE_RATE  # the rate of every Utterance
 from kwsstream.errors import UsageError
 
-SAMPLE_RATE = 16_000
-"""Sample rate of every :class:`Utterance` (Hz)."""
 ESPEAK_SAMPLE_RATE = 22_050
 """What libespeak-ng's synchronous mode produces (Hz); checked at initialisation."""
 SPANISH_VOICES = ("es", "es-419")
@@ -98,16 +98,6 @@ class Voice:
         return self.name if self.variant is None else f"{self.name}+{self.variant}"
 
 
-@dataclass(frozen=True)
-class Word:
-    """One spoken word: its text as written (``text`` may keep punctuation glued to it) and its
-    start and end in seconds from the start of the utterance."""
-
-    text: str
-    start: float
-    end: float
-
-
 @dataclass(frozen=True, eq=False)
 class Utterance:
     """A synthesised sentence.
@@ -123,7 +113,7 @@ class Utterance:
 
     audio: np.ndarray
     sample_rate: int
-    words: tuple[Word, ...]
+    words: tuple[TimedWord, ...]
     text: str
     voice: Voice
 
@@ -324,7 +314,7 @@ def _to_utterance(text: str, voice: Voice, audio: np.ndarray, events: list) -> U
         if not any(c.isalnum() for c in token):  # eSpeak's position after ". " + lower case
             found = _TOKEN.search(text, position - 1)
             token = found.group() if found else token
-        words.append(Word(token, start / ESPEAK_SAMPLE_RATE, end / ESPEAK_SAMPLE_RATE))
+        words.append(TimedWord(token, start / ESPEAK_SAMPLE_RATE, end / ESPEAK_SAMPLE_RATE))
     samples = audio.astype(np.float32) / 32768.0
     resampled = soxr.resample(samples, ESPEAK_SAMPLE_RATE, SAMPLE_RATE, quality="HQ")
     resampled = np.clip(resampled, -1.0, 1.0).astype(np.float32)

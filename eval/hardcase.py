@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from eval.espeak import Voice
-from eval.scenes import Occurrence, Scene, build_scene, enrollment_clips, script_scene, write_audio
+from eval.scenes import Scene, build_scene, enrollment_clips, script_scene, write_audio
+from eval.words import TimedWord
 from kwsstream.encoders import Encoder, EncoderBase
 from kwsstream.enroll import enroll_examples
 from kwsstream.keyset import KeywordSet
@@ -105,7 +106,7 @@ def enroll_all(encoder: Encoder, case: HardCase) -> KeywordSet:
     return enroll_examples(encoder, case.examples)
 
 
-def is_hit(keyword: str, start: float, end: float, occurrence: Occurrence) -> bool:
+def is_hit(keyword: str, start: float, end: float, occurrence: TimedWord) -> bool:
     """Whether an event of ``keyword`` from ``start`` to ``end`` s finds ``occurrence``."""
     return matches(keyword, start, end, occurrence.keyword, occurrence.start, occurrence.end)
 

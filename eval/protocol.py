@@ -322,14 +322,3 @@ def write_protocol(protocol: Protocol, folder: Path) -> Path:
     tmp.write_text(json.dumps(_as_json(protocol), ensure_ascii=False, indent=1), encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-def read_protocol(path: Path) -> Protocol:
-    """Read a ``protocol.json`` written by :func:`write_protocol`."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return Protocol(ProtocolOptions(**data["options"]), data["corpus"], tuple(data["targets"]),
-                        tuple(Query(**q) for q in data["queries"]),
-                        tuple(Sentence(**s) for s in data["sentences"]))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ProtocolError(f"{path}: not a protocol file ({error})") from error

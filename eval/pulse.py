@@ -23,8 +23,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from kwsstream.encoders.base import SAMPLE_RATE
+
 SINK = "kwsmic"
-SINK_RATE = 16_000
+SINK_RATE = SAMPLE_RATE
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 PULSE_PLUGIN_GLOBS = ("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so",

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from eval.espeak import SAMPLE_RATE, Utterance, Voice, synthesize_many
+from eval.espeak import Utterance, Voice, synthesize_many
 from eval.textnorm import fortune_sentences, normalize_text
+from eval.words import TimedWord
+from kwsstream.encoders.base import SAMPLE_RATE
 from kwsstream.errors import UsageError
 
 CARRIER_PHRASES = (
@@ -58,15 +60,6 @@ ROOM_PREDELAY_S = 0.002
 
 
 @dataclass(frozen=True)
-class Occurrence:
-    """A keyword spoken in a scene, from ``start`` to ``end`` seconds."""
-
-    keyword: str
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
 class Segment:
     """One sentence of a scene: its text, the voice that spoke it, its start and end (s)."""
 
@@ -92,7 +85,7 @@ class Scene:
 
     audio: np.ndarray
     sample_rate: int
-    truth: tuple[Occurrence, ...]
+    truth: tuple[TimedWord, ...]
     segments: tuple[Segment, ...]
     noise_snr_db: float | None
     seed: int
@@ -201,9 +194,10 @@ def room_response(rt60: float, rng: np.random.Generator, *, drr_db: float = ROOM
 
 def reverberate(audio: np.ndarray, response: np.ndarray) -> np.ndarray:
     """``audio`` convolved with ``response`` (cut to the input's length), at the input's power."""
+    from scipy.signal import fftconvolve
+
     x = np.asarray(audio, np.float64)
-    size = 1 << (len(x) + len(response) - 2).bit_length()
-    wet = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(response, size), size)[: len(x)]
+    wet = fftconvolve(x, np.asarray(response, np.float64))[: len(x)]
     return wet * np.sqrt(np.mean(x ** 2) / (np.mean(wet ** 2) + 1e-30))
 
 
@@ -288,7 +282,7 @@ def _span(start: float, end: float) -> slice:
 
 def _lay_out(utterances: list[Utterance], targets: list[tuple[str, ...]],
              rng: np.random.Generator,
-             ) -> tuple[np.ndarray, tuple[Segment, ...], tuple[Occurrence, ...]]:
+             ) -> tuple[np.ndarray, tuple[Segment, ...], tuple[TimedWord, ...]]:
     """Concatenate the sentences with pauses; find every keyword occurrence."""
     pieces = [np.zeros(int(EDGE_S * SAMPLE_RATE), np.float32)]
     offset = EDGE_S
@@ -299,7 +293,7 @@ def _lay_out(utterances: list[Utterance], targets: list[tuple[str, ...]],
         for target in targets:
             for k in range(len(words) - len(target) + 1):
                 if tuple(words[k:k + len(target)]) == target:
-                    truth.append(Occurrence(" ".join(target), offset + utt.words[k].start,
+                    truth.append(TimedWord(" ".join(target), offset + utt.words[k].start,
                                             offset + utt.words[k + len(target) - 1].end))
         pieces.append(np.asarray(utt.audio, np.float32))
         pause = EDGE_S if i == len(utterances) - 1 else rng.uniform(*PAUSE_S)

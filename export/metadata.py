@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from kwsstream.encoders.base import SAMPLE_RATE  # every exported model takes the pipeline's 16 kHz audio
 from kwsstream.encoders.onnxmeta import FORMAT_KEY, FORMAT_VERSION, WAV2VEC2_CONVENTION
 
 from . import EXPORTER_VERSION
 
-SAMPLE_RATE = 16_000
-"""Every exported model takes 16 kHz audio (wav2vec2, speech_embedding)."""
 AUDIO_INPUT = "audio"
 CONTEXT_INPUT = "context"
 FEATURES_OUTPUT = "features"

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from eval.debian_audio import DEFAULT_CACHE, SOURCES, music_tracks, prompts  # noqa: E402
 from eval.scenes import _pink  # noqa: E402
+from kwsstream.encoders.base import SAMPLE_RATE as RATE  # noqa: E402
 
 OUT = ROOT / "kwsstream" / "data" / "background"
-RATE = 16_000
 SEED = 7
 SPEECH_SECONDS = 20 * 60
 MUSIC_SECONDS = 5 * 60

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.espeak import Voice  # noqa: E402
+from kwsstream.encoders.base import SAMPLE_RATE  # noqa: E402
 from eval.scenes import enrollment_clips, scene_record, script_scene, write_audio  # noqa: E402
 
 KEYWORDS = ("mariposa", "computadora", "biblioteca")
@@ -47,7 +48,6 @@ STREAM_SENTENCES = (
 STREAM_SNR_DB = 25.0
 SEED = 20240
 CLIP_MARGIN_S = 0.05
-SAMPLE_RATE = 16_000
 
 
 def main(argv: list[str] | None = None) -> int:

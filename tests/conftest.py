@@ -25,7 +25,7 @@ def _have_espeak() -> bool:
 class Speech:
     examples: dict[str, list[Path]]  # keyword -> enrollment recordings
     stream: Path  # sentences by other voices, keywords inside, noise
-    truth: tuple  # eval.scenes.Occurrence
+    truth: tuple  # eval.words.TimedWord: the true keyword occurrences
     negative: Path  # other sentences, no keyword, same voices and noise
     duration: float
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from eval import corpus
 from eval.corpus import CorpusError, read_corpus, read_ctm, read_split
 from eval.textnorm import crude_stem, fortune_sentences, normalize_text, normalize_word
+from kwsstream.audio import load_audio
 from kwsstream.errors import KwsError
 
 FORTUNES = Path("/usr/share/games/fortunes/es")
@@ -70,7 +70,7 @@ def test_layout_and_readback(synth_dir):
         for word in clip.words:
             assert previous - 1e-3 <= word.start < word.end <= info_sf.duration + 1e-3
             previous = word.end
-        audio = corpus.load_clip(clip.path)
+        audio = load_audio(clip.path)  # the reader every stage uses (kwsstream.audio)
         assert audio.dtype == np.float32 and abs(len(audio) / 16_000 - info_sf.duration) < 0.01
         first = clip.words[0]
         segment = audio[int(first.start * 16_000):int(first.end * 16_000)]

@@ -24,11 +24,11 @@ import soundfile as sf
 from eval.bench import machine
 from eval.espeak import Voice
 from eval.scenes import enrollment_clips, write_audio
+from kwsstream.encoders.base import SAMPLE_RATE
 
 WORDS = ("biblioteca", "mariposa", "computadora", "helicóptero", "bicicleta", "chocolate", "murciélago",
          "elefante", "calendario", "televisión", "aeropuerto", "ordenador")
 VOICES = (Voice("es", "m1", 160, 45), Voice("es-419", "f2", 190, 60), Voice("es", "klatt", 175, 50))
-SR = 16_000
 
 
 def make_long_file(path: Path, minutes: float, seed: int = 0) -> float:
@@ -37,15 +37,15 @@ def make_long_file(path: Path, minutes: float, seed: int = 0) -> float:
 
     base, sr = sf.read(data_dir() / "stream.flac", dtype="float32")
     rng = np.random.default_rng(seed)
-    total = int(minutes * 60 * SR)
+    total = int(minutes * 60 * SAMPLE_RATE)
     level = np.sqrt(np.mean(base**2)) / 10 ** (30 / 20)
-    with sf.SoundFile(path, "w", SR, 1, format="FLAC", subtype="PCM_16") as out:
+    with sf.SoundFile(path, "w", SAMPLE_RATE, 1, format="FLAC", subtype="PCM_16") as out:
         written = 0
         while written < total:
             block = base[: total - written] + (level * rng.standard_normal(min(len(base), total - written))).astype(np.float32)
             out.write(np.clip(block, -1, 1))
             written += len(block)
-    return total / SR
+    return total / SAMPLE_RATE
 
 
 def run_detect(keyset: Path, audio: Path) -> tuple[float, float, int]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kwsstream.encoders.base import SAMPLE_RATE
+
 GEOMETRIES = (
     (2.0, 1.0, 0.5), (1.6, 0.8, 0.4), (1.6, 0.8, 0.3), (1.5, 0.7, 0.3), (1.4, 0.7, 0.3),
     (1.2, 0.6, 0.3), (1.0, 0.5, 0.25), (2.0, 0.8, 0.3), (2.4, 1.0, 0.2),
@@ -56,8 +58,8 @@ def speech_audio(seconds: float) -> np.ndarray:
                  "la biblioteca de la ciudad abre a las nueve de la mañana"]
         voices = [Voice("es"), Voice("es-419"), Voice("es", rate=150)]
         audio = np.concatenate([u.audio for u in synthesize_many(list(zip(texts, voices)))])
-        reps = int(np.ceil(seconds * 16_000 / len(audio)))
-        return np.tile(audio, reps)[: int(seconds * 16_000)].astype(np.float32)
+        reps = int(np.ceil(seconds * SAMPLE_RATE / len(audio)))
+        return np.tile(audio, reps)[: int(seconds * SAMPLE_RATE)].astype(np.float32)
     except Exception:  # no espeak-ng on this machine: any speech-like signal shows the trend
         from export.verify import verification_audio
 
@@ -79,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for window, hop, lookahead in GEOMETRIES:
         encoder = OnnxEncoder(args.model, threads=args.threads, stream=StreamOptions(window, hop, lookahead))
-        streamed, spent = stream_frames(encoder, audio, int(BLOCK_SECONDS * 16_000))
+        streamed, spent = stream_frames(encoder, audio, int(BLOCK_SECONDS * SAMPLE_RATE))
         stats = fidelity(streamed, whole)
         print(f"| {window} | {hop} | {lookahead} | {window - hop - lookahead:.1f} | {stats['mean']:.4f} "
-              f"| {stats['p1']:.4f} | {stats['min']:.4f} | {spent / (len(audio) / 16_000):.3f} | {hop + lookahead:.1f} |",
+              f"| {stats['p1']:.4f} | {stats['min']:.4f} | {spent / (len(audio) / SAMPLE_RATE):.3f} | {hop + lookahead:.1f} |",
               flush=True)
     return 0
 

@@ -34,9 +34,9 @@ import numpy as np
 import soundfile as sf
 
 from eval.bench import machine
+from kwsstream.encoders.base import SAMPLE_RATE
 
 ROOT = Path(__file__).resolve().parents[2]
-SR = 16_000
 BUDGET = 1.0
 PHASES = r"""
 import sys, time
@@ -89,13 +89,13 @@ def stream_audio() -> np.ndarray:
     from kwsstream.demo import data_dir
 
     audio, rate = sf.read(data_dir() / "stream.flac", dtype="float32")
-    assert rate == SR
+    assert rate == SAMPLE_RATE
     return audio
 
 
 def detect_startup(folder: Path, keyset: Path, runs: int) -> None:
     clip = folder / "three.wav"
-    sf.write(clip, stream_audio()[: 3 * SR], SR)
+    sf.write(clip, stream_audio()[: 3 * SAMPLE_RATE], SAMPLE_RATE)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(folder / "numba-cache"))
     print(f"\n## kwsstream detect of a 3 s file (budget {BUDGET:.1f} s wall, warm)")
     wall, cpu, _ = timed(kwsstream("detect", "-k", keyset, clip), env)
@@ -163,8 +163,8 @@ def listen_startup(folder: Path, keyset: Path, runs: int) -> None:
 def cpu_per_hour(folder: Path, keysets: dict[str, Path], minutes: float) -> None:
     long = folder / "long.flac"
     audio = stream_audio()
-    reps = int(np.ceil(minutes * 60 * SR / len(audio)))
-    sf.write(long, np.tile(audio, reps)[: int(minutes * 60 * SR)], SR, subtype="PCM_16")
+    reps = int(np.ceil(minutes * 60 * SAMPLE_RATE / len(audio)))
+    sf.write(long, np.tile(audio, reps)[: int(minutes * 60 * SAMPLE_RATE)], SAMPLE_RATE, subtype="PCM_16")
     seconds = minutes * 60
     clip = folder / "three.wav"
     print(f"\n## detect on a {minutes:g} min file: wall RTF and CPU seconds per audio hour (whole process; "
@@ -183,21 +183,21 @@ def cpu_per_hour(folder: Path, keysets: dict[str, Path], minutes: float) -> None
 def onnx_threads(model: Path, minutes: float) -> None:
     from kwsstream.encoders.onnx import OnnxEncoder
 
-    audio = np.tile(stream_audio(), 2)[: int(min(minutes, 1.0) * 60 * SR)]
-    block = SR // 10
-    print(f"\n## {model.name} alone, streamed in 0.1 s blocks over {len(audio) / SR:.0f} s (CPU: all threads)")
+    audio = np.tile(stream_audio(), 2)[: int(min(minutes, 1.0) * 60 * SAMPLE_RATE)]
+    block = SAMPLE_RATE // 10
+    print(f"\n## {model.name} alone, streamed in 0.1 s blocks over {len(audio) / SAMPLE_RATE:.0f} s (CPU: all threads)")
     print(f"{'threads':>7} {'spin':>5} {'RTF':>7} {'CPU s/audio h':>14}")
     for threads, spin in ((1, False), (2, False), (2, True)):
         encoder = OnnxEncoder(model, threads=threads, spin=spin)
         state = encoder.create_state()
-        state.push(audio[:SR])  # first run of the session outside the timing
+        state.push(audio[:SAMPLE_RATE])  # first run of the session outside the timing
         state = encoder.create_state()
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for start in range(0, len(audio), block):
             state.push(audio[start:start + block])
         state.flush()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        seconds = len(audio) / SR
+        seconds = len(audio) / SAMPLE_RATE
         print(f"{threads:>7} {str(spin):>5} {wall / seconds:>7.4f} {cpu / seconds * 3600:>14.0f}")
 
 
