@@ -12,8 +12,10 @@ Builds, under ``--out``, one folder per corpus with ``corpus.json``:
   first half of the music.
 
 Keyword times inside prompts come from :mod:`eval.align` (eSpeak NG + DTW with two voices); an
-occurrence whose two estimates disagree is not trusted and its whole prompt leaves the stream, so
-a stream never holds an unlabelled keyword. One-word prompts are timed by their energy trim.
+occurrence whose two estimates disagree is not trusted and its whole prompt becomes an ``ignore``
+span of that keyword, so a stream never holds an unlabelled keyword. Words containing or
+inflecting a keyword are ``ignore`` spans too (truth CSV ``keyword,start,end,prompt,kind``, see
+:data:`KIND_IGNORE`). One-word prompts are timed by their energy trim.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import argparse
 import csv
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +43,13 @@ FORMAT, VERSION = "kwsstream-streams", 1
 SAMPLE_RATE = deb.SAMPLE_RATE
 ENROLL_EXAMPLES = 3
 """Enrollment occurrences per keyword (each from a different prompt)."""
-MIN_STREAM_OCCURRENCES = 4
-"""Stream occurrences a keyword should have (keywords below it are taken only when too few
-reach it)."""
 MIN_KEYWORD_LETTERS = 5
+MIN_KEYWORD_SYLLABLES = 2
+"""Keywords have at least this many syllables (:func:`syllables`): a one-syllable word is not a
+keyword a user would choose."""
+INFLECTION_ENDING = 3
+"""Two words sharing all but endings of at most this many letters (and a prefix of at least
+:data:`MIN_KEYWORD_LETTERS`) are inflections of one another (:func:`dont_care`)."""
 PAUSE_RANGE_S = (0.3, 1.2)
 """Pause between two prompts (uniform, seconds)."""
 PAUSE_LEVEL_DBFS = -65.0
@@ -51,10 +58,20 @@ DECOYS = 4
 """Other transcripts a borrowed transcript must fit better than (Armelle check)."""
 DECOY_MARGIN = 0.0
 """How much lower (:func:`eval.align.fit_cost`) the borrowed transcript's cost must be than the
-best decoy's. Measured on the Canadian French prompts, whose transcripts are right: about 80 %
-beat all 4 decoys (the set holds many near-paraphrases), so the check is strict; a prompt it
-wrongly rejects only shortens the stream."""
+best decoy's. Measured (:func:`measure_borrowed_check`): 78 % of June's own transcripts pass,
+and 23 % of wrong (swapped) ones; the cost discriminates weakly, so loosening the check would
+let in more wrong transcripts (see ``eval/README_streams.md``)."""
 LANGUAGES = ("en", "fr")
+TRUTH_HEADER = ("keyword", "start", "end", "prompt", "kind")
+"""Columns of a stream's ``.truth.csv`` (the first four as before ``kind`` was added)."""
+KIND_KEYWORD = "keyword"
+"""A truth row that is an occurrence of its keyword: an event of that keyword overlapping it
+(± the benchmark's tolerance) is a hit, and none is a miss."""
+KIND_IGNORE = "ignore"
+"""A truth row where events of its keyword count for nothing: an event of that keyword
+overlapping it (± tolerance) that is not a hit is not a false alarm, and no event is no miss.
+Words containing the keyword or inflecting it, compounds holding it, or the whole prompt when
+one such word could not be timed."""
 ALIGNMENT_CACHE_VERSION = 1
 STOP_WORDS = {
     "en": set("about after again always before being cannot could every other please there "
@@ -64,7 +81,8 @@ STOP_WORDS = {
               "quand sont toujours veuillez votre vous".split()),
 }
 """Function words of at least :data:`MIN_KEYWORD_LETTERS` letters, never keywords."""
-_VOWELS = re.compile(r"[aeiouyàâäéèêëîïôöûùü]+")
+_VOWELS = re.compile(r"[aeiouyàâäéèêëîïôöûùüœæ]+")
+_STEM_ENDINGS = ("es", "s", "e")
 _LOG = logging.getLogger(__name__)
 
 
@@ -79,16 +97,38 @@ class Item:
     prompt: deb.Prompt
     alignment: aligner.Alignment | None = None
 
+    @cached_property
+    def compound_indices(self) -> frozenset[int]:
+        """Indices of the transcript's words joined by a hyphen to another word (``re-enter``,
+        ``call-forward``): parts of a compound, never keyword occurrences."""
+        if self.prompt.transcript is None:
+            return frozenset()
+        return frozenset(i for i, m in enumerate(deb.word_matches(self.prompt.transcript))
+                         if _in_compound(m))
+
     def occurrences(self, keyword: str) -> list[aligner.WordTime]:
-        """Every occurrence of ``keyword`` among the transcript's words."""
-        return [] if self.alignment is None else [
-            w for w in self.alignment.words if w.word == keyword]
+        """Every occurrence of ``keyword`` as a word of its own (not part of a compound)."""
+        if self.alignment is None:
+            return []
+        compounds = self.compound_indices if len(self.alignment.words) > 1 else frozenset()
+        return [w for w in self.alignment.words
+                if w.word == keyword and w.index not in compounds]
+
+    def dont_cares(self, keyword: str) -> list[aligner.WordTime]:
+        """Words where a detection of ``keyword`` counts for nothing (:func:`dont_care`), and
+        occurrences of ``keyword`` inside a compound."""
+        if self.alignment is None:
+            return []
+        compounds = self.compound_indices if len(self.alignment.words) > 1 else frozenset()
+        return [w for w in self.alignment.words if dont_care(w.word, keyword)
+                or (w.word == keyword and w.index in compounds)]
 
 
 @dataclass
 class Selection:
     """Chosen keywords: enrollment occurrences per keyword, the stream's items and what was
-    dropped."""
+    dropped (nothing since untrusted occurrences became don't-care spans; kept for the
+    manifest's ``prompts_dropped``)."""
 
     enroll: dict[str, list[tuple[Item, aligner.WordTime]]] = field(default_factory=dict)
     stream: list[Item] = field(default_factory=list)
@@ -191,16 +231,85 @@ def check_borrowed(items: Sequence[Item], pool: Sequence[str], voice: str,
 # ----------------------------------------------------------------------------- keywords
 
 
+def syllables(word: str, language: str = "en") -> int:
+    """A rough syllable count: groups of written vowels (``y`` included), at least 1.
+
+    French: a final mute ``-e`` or ``-es`` does not count (``passe`` 1, ``dièse`` 1,
+    ``message`` 2; ``désolé`` 3). English: a final silent ``-e`` does not count after a
+    consonant unless the word ends in consonant + ``le`` (``phone`` 1, ``simple`` 2), nor ``-es``
+    unless after ``s x z c g h`` (``names`` 1, ``voices`` 2), nor ``-ed`` unless after ``t d``
+    (``pressed`` 1, ``wanted`` 2).
+    """
+    stem = word
+    if language == "fr":
+        for ending in ("es", "e"):
+            if stem.endswith(ending) and _VOWELS.search(stem[:-len(ending)]):
+                stem = stem[:-len(ending)]
+                break
+    elif language == "en":
+        if stem.endswith("ed") and len(stem) > 3 and stem[-3] not in "td":
+            stem = stem[:-2]
+        elif stem.endswith("es") and len(stem) > 3 and stem[-3] not in "sxzcgh":
+            stem = stem[:-2]
+        elif (stem.endswith("e") and len(stem) > 2 and not _VOWELS.fullmatch(stem[-2])
+              and not (stem.endswith("le") and len(stem) > 3 and not _VOWELS.fullmatch(stem[-3]))):
+            stem = stem[:-1]
+        if not _VOWELS.search(stem):
+            stem = word
+    return max(1, len(_VOWELS.findall(stem)))
+
+
+def eligible(word: str, language: str) -> bool:
+    """A keyword a user could choose: letters only, at least :data:`MIN_KEYWORD_LETTERS`
+    letters and :data:`MIN_KEYWORD_SYLLABLES` syllables, not a function word."""
+    return (len(word) >= MIN_KEYWORD_LETTERS and word.isalpha()
+            and word not in STOP_WORDS.get(language, ())
+            and syllables(word, language) >= MIN_KEYWORD_SYLLABLES)
+
+
+def stem(word: str) -> str:
+    """``word`` without a final ``es``, ``s`` or ``e`` (when at least 3 letters remain)."""
+    for ending in _STEM_ENDINGS:
+        if word.endswith(ending) and len(word) - len(ending) >= 3:
+            return word[:-len(ending)]
+    return word
+
+
+def related(a: str, b: str) -> bool:
+    """Two words that may not both be keywords: one contains the other, or they differ only by a
+    final ``s``, ``e`` or ``es``."""
+    return a in b or b in a or stem(a) == stem(b)
+
+
+def dont_care(word: str, keyword: str) -> bool:
+    """Whether ``word`` (not ``keyword`` itself) is a don't-care for ``keyword``: it contains
+    the keyword (``entered``, ``passwords`` for ``enter``, ``password``), it differs from it
+    only by a final ``s``/``e``/``es``, or the two share a prefix of at least
+    :data:`MIN_KEYWORD_LETTERS` letters beyond which each has at most :data:`INFLECTION_ENDING`
+    (``participant`` for ``participants``, ``increasing`` for ``increase``, ``entrer`` for
+    ``entrez``)."""
+    if word == keyword:
+        return False
+    if keyword in word or stem(word) == stem(keyword):
+        return True
+    prefix = len(os.path.commonprefix([word, keyword]))
+    return (prefix >= MIN_KEYWORD_LETTERS and len(word) - prefix <= INFLECTION_ENDING
+            and len(keyword) - prefix <= INFLECTION_ENDING)
+
+
+def _in_compound(match: re.Match) -> bool:
+    """Whether a word (a match of :func:`eval.debian_audio.word_matches`) is joined to another
+    by a hyphen."""
+    text, start, end = match.string, match.start(), match.end()
+    before = start >= 2 and text[start - 1] == "-" and text[start - 2].isalnum()
+    after = end + 1 < len(text) and text[end] == "-" and text[end + 1].isalnum()
+    return before or after
+
+
 def candidate_words(items: Sequence[Item], language: str) -> list[str]:
-    """Content words (letters only, at least :data:`MIN_KEYWORD_LETTERS`, not stop words), sorted."""
+    """Words that could be keywords (:func:`eligible`), sorted."""
     words = {w for item in items for w in item.prompt.words}
-    return sorted(w for w in words if len(w) >= MIN_KEYWORD_LETTERS and w.isalpha()
-                  and w not in STOP_WORDS.get(language, ()))
-
-
-def syllables(word: str) -> int:
-    """Vowel groups in a word (a rough syllable count)."""
-    return len(_VOWELS.findall(word))
+    return sorted(w for w in words if eligible(w, language))
 
 
 def _trusted_prompts(items: Sequence[Item], keyword: str) -> list[Item]:
@@ -210,15 +319,14 @@ def _trusted_prompts(items: Sequence[Item], keyword: str) -> list[Item]:
 
 
 def _stream_count(keyword: str, stream: Sequence[Item], excluded: set[str]) -> tuple[int, int]:
-    """(trusted occurrences in stream items not excluded, items with an untrusted one)."""
+    """(trusted, untrusted) occurrences in stream items not excluded."""
     trusted = untrusted = 0
     for item in stream:
-        if item.prompt.name in excluded or not item.occurrences(keyword):
+        if item.prompt.name in excluded:
             continue
-        if all(w.trusted for w in item.occurrences(keyword)):
-            trusted += len(item.occurrences(keyword))
-        else:
-            untrusted += 1
+        for word in item.occurrences(keyword):
+            trusted += word.trusted
+            untrusted += not word.trusted
     return trusted, untrusted
 
 
@@ -226,11 +334,13 @@ def select_keywords(enroll_items: Sequence[Item], stream_items: Sequence[Item], 
                     count: int, seed: int, same_speaker: bool) -> Selection:
     """Choose ``count`` keywords and their enrollment occurrences (greedy, seeded).
 
-    Candidates with :data:`ENROLL_EXAMPLES` trusted enrollment prompts and at least
-    :data:`MIN_STREAM_OCCURRENCES` trusted stream occurrences come first, those with no untrusted
-    occurrence before the others, several syllables before one, then in seeded random order.
-    With ``same_speaker`` the enrollment prompts leave the stream. Prompts holding an untrusted
-    occurrence of a chosen keyword are dropped from the stream.
+    Candidates (:func:`candidate_words`) need :data:`ENROLL_EXAMPLES` trusted enrollment
+    prompts and at least one trusted stream occurrence; among them the most trusted stream
+    occurrences first, then fewer prompts with an untrusted occurrence, then seeded random order.
+    A candidate :func:`related` to a chosen keyword is never chosen. With ``same_speaker`` the
+    enrollment prompts leave the stream. A prompt holding an untrusted occurrence of a chosen
+    keyword stays in the stream as a don't-care for that keyword (:func:`ignore_spans`);
+    ``dropped`` stays empty.
     """
     rng = np.random.default_rng(seed)
     words = candidate_words(stream_items, language)
@@ -241,16 +351,19 @@ def select_keywords(enroll_items: Sequence[Item], stream_items: Sequence[Item], 
     def rank(word: str) -> tuple:
         enroll_ok = len(_trusted_prompts(enroll_items, word)) >= ENROLL_EXAMPLES
         trusted, untrusted = _stream_count(word, stream_items, excluded)
-        if same_speaker:
-            trusted -= ENROLL_EXAMPLES
-        return (not enroll_ok, trusted < MIN_STREAM_OCCURRENCES, trusted < 1, untrusted > 0,
-                syllables(word) < 2, shuffle[word])
+        if same_speaker:  # the enrollment prompts leave the stream; used ones are reused first
+            reusable = sum(i.prompt.name in excluded for i in _trusted_prompts(enroll_items, word))
+            trusted -= max(0, ENROLL_EXAMPLES - reusable)
+        return (not enroll_ok, trusted < 1, -trusted, untrusted, shuffle[word])
 
     remaining = list(words)
     while remaining and len(selection.enroll) < count:
+        remaining = [w for w in remaining if not any(related(w, k) for k in selection.enroll)]
+        if not remaining:
+            break
         remaining.sort(key=rank)
         best = remaining.pop(0)
-        if rank(best)[0] or rank(best)[2]:
+        if rank(best)[0] or rank(best)[1]:
             break
         used = {i.prompt.name for pairs in selection.enroll.values() for i, _ in pairs}
         options = _trusted_prompts(enroll_items, best)
@@ -260,8 +373,6 @@ def select_keywords(enroll_items: Sequence[Item], stream_items: Sequence[Item], 
         selection.enroll[best] = [(i, i.occurrences(best)[0]) for i in chosen]
         if same_speaker:
             excluded |= {i.prompt.name for i in chosen}
-        excluded |= {i.prompt.name for i in stream_items if i.occurrences(best)
-                     and not all(w.trusted for w in i.occurrences(best))}
     enroll_names = {i.prompt.name for pairs in selection.enroll.values() for i, _ in pairs}
     for item in stream_items:
         if same_speaker and item.prompt.name in enroll_names:
@@ -289,19 +400,22 @@ def pink_noise(samples: int, rng: np.random.Generator, level_dbfs: float = PAUSE
 
 @dataclass(frozen=True)
 class Piece:
-    """One stretch of a stream: name, samples, transcript, keyword spans within it (seconds)."""
+    """One stretch of a stream: name, samples, transcript, keyword spans within it and
+    don't-care spans per keyword (``(keyword, start, end)``, seconds)."""
 
     name: str
     audio: np.ndarray
     transcript: str
     keywords: tuple[tuple[str, float, float], ...] = ()
+    ignores: tuple[tuple[str, float, float], ...] = ()
 
 
 def layout(pieces: Sequence[Piece], seed: int) -> tuple[np.ndarray, list[list], list[list]]:
     """Concatenate pieces in a seeded random order with pink-noise pauses between them.
 
     Returns the audio, the prompt rows ``[prompt, start, end, transcript]`` and the truth rows
-    ``[keyword, start, end, prompt]`` (seconds from the stream start, truth sorted by start).
+    ``[keyword, start, end, prompt, kind]`` (seconds from the stream start; kind
+    :data:`KIND_KEYWORD` or :data:`KIND_IGNORE`; sorted by start).
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pieces))
@@ -317,8 +431,10 @@ def layout(pieces: Sequence[Piece], seed: int) -> tuple[np.ndarray, list[list], 
         offset += len(piece.audio)
         prompt_rows.append([piece.name, round(start, 3), round(offset / SAMPLE_RATE, 3),
                             piece.transcript])
-        truth_rows += [[k, round(start + s, 3), round(start + e, 3), piece.name]
-                       for k, s, e in piece.keywords]
+        truth_rows += [[k, round(start + s, 3), round(start + e, 3), piece.name, kind]
+                       for spans, kind in ((piece.keywords, KIND_KEYWORD),
+                                           (piece.ignores, KIND_IGNORE))
+                       for k, s, e in spans]
     audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return audio, prompt_rows, sorted(truth_rows, key=lambda row: row[1])
 
@@ -331,8 +447,7 @@ def write_stream(folder: Path, stream_id: str, pieces: Sequence[Piece], seed: in
     streams = folder / "streams"
     streams.mkdir(parents=True, exist_ok=True)
     sf.write(streams / f"{stream_id}.flac", np.clip(audio, -1, 1), SAMPLE_RATE, subtype="PCM_16")
-    _write_csv(streams / f"{stream_id}.truth.csv", ["keyword", "start", "end", "prompt"],
-               truth_rows)
+    _write_csv(streams / f"{stream_id}.truth.csv", list(TRUTH_HEADER), truth_rows)
     _write_csv(streams / f"{stream_id}.prompts.csv", ["prompt", "start", "end", "transcript"],
                prompt_rows)
     return {"id": stream_id, "audio": f"streams/{stream_id}.flac",
@@ -376,13 +491,31 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def ignore_spans(item: Item, keywords: Sequence[str], seconds: float
+                 ) -> tuple[tuple[str, float, float], ...]:
+    """Don't-care spans of ``keywords`` in an item lasting ``seconds``: each
+    :meth:`Item.dont_cares` word's span, or the whole prompt ``(0, seconds)`` for a keyword one
+    of whose don't-care words or occurrences is not trusted."""
+    spans = []
+    for keyword in keywords:
+        words = item.dont_cares(keyword)
+        if any(not (w.trusted and np.isfinite(w.start)) for w in words + item.occurrences(keyword)):
+            spans.append((keyword, 0.0, seconds))
+        else:
+            spans += [(keyword, w.start, w.end) for w in words]
+    return tuple(spans)
+
+
 def _pieces(items: Sequence[Item], keywords: Sequence[str]) -> list[Piece]:
-    """Stream pieces of aligned prompts, with every trusted keyword occurrence."""
+    """Stream pieces of aligned prompts, with every trusted keyword occurrence and every
+    don't-care span (:func:`ignore_spans`)."""
     pieces = []
     for item in items:
-        spans = tuple((k, w.start, w.end) for k in keywords for w in item.occurrences(k))
-        pieces.append(Piece(item.prompt.name, item.prompt.load(), item.prompt.transcript or "",
-                            spans))
+        audio = item.prompt.load()
+        spans = tuple((k, w.start, w.end) for k in keywords for w in item.occurrences(k)
+                      if w.trusted)
+        pieces.append(Piece(item.prompt.name, audio, item.prompt.transcript or "", spans,
+                            ignore_spans(item, keywords, len(audio) / SAMPLE_RATE)))
     return pieces
 
 
@@ -398,7 +531,10 @@ def _agreement(selection: Selection, items: Sequence[Item]) -> dict:
             "occurrences_kept": kept, "dropped": len(occurrences) - kept,
             "agreement_median_s": round(float(np.median(timed)), 4) if timed else None,
             "agreement_p90_s": round(float(np.percentile(timed, 90)), 4) if timed else None,
-            "prompts_dropped": len(selection.dropped)}
+            "prompts_dropped": len(selection.dropped),
+            "prompts_ignoring_untrusted": sum(
+                1 for i in selection.stream
+                if any(not w.trusted for k in selection.enroll for w in i.occurrences(k)))}
 
 
 def write_speech_corpus(out: Path, name: str, language: str, selection: Selection,
@@ -456,27 +592,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="download and decode cache (default %(default)s)")
 
 
-def _summary(manifest: dict, counts: dict[str, int]) -> str:
-    """One line per corpus: hours, streams, keywords, occurrences, alignment agreement."""
+def _summary(manifest: dict, counts: dict[str, int], ignores: int) -> str:
+    """One line per corpus: hours, streams, keywords, occurrences, ignore rows, alignment
+    agreement."""
     hours = sum(s["seconds"] for s in manifest["streams"]) / 3600
     line = f"{manifest['name']}: {hours:.2f} h in {len(manifest['streams'])} stream(s)"
     if manifest["keywords"]:
         a = manifest["alignment"]
         line += (f", {len(manifest['keywords'])} keywords, {sum(counts.values())} stream "
-                 f"occurrences, {a['prompts_dropped']} prompts dropped, agreement median "
+                 f"occurrences, {ignores} ignore rows, {a['prompts_dropped']} prompts dropped, "
+                 f"{a.get('prompts_ignoring_untrusted', 0)} prompts kept as don't-care for an "
+                 f"untrusted occurrence, agreement median "
                  f"{a['agreement_median_s']} s p90 {a['agreement_p90_s']} s\n  "
                  + ", ".join(f"{k} {n}" for k, n in counts.items()))
     return line
 
 
-def _count_truth(out: Path, manifest: dict) -> dict[str, int]:
-    """Stream occurrences per keyword, read back from the truth CSVs."""
-    counts = dict.fromkeys(manifest["keywords"], 0)
+def _count_truth(out: Path, manifest: dict) -> tuple[dict[str, int], int]:
+    """Stream occurrences per keyword (kind ``keyword``) and the number of ``ignore`` rows, read
+    back from the truth CSVs."""
+    counts, ignores = dict.fromkeys(manifest["keywords"], 0), 0
     for stream in manifest["streams"]:
         with (out / manifest["name"] / stream["truth"]).open(encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                counts[row["keyword"]] = counts.get(row["keyword"], 0) + 1
-    return counts
+                if row["kind"] == KIND_KEYWORD:
+                    counts[row["keyword"]] = counts.get(row["keyword"], 0) + 1
+                else:
+                    ignores += 1
+    return counts, ignores
 
 
 def main(args: argparse.Namespace) -> int:
@@ -518,7 +661,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"aligner vs energy trim on one-word prompts: {len(trim_errors)} boundaries, "
               f"median {np.median(trim_errors):.3f} s, p90 {np.percentile(trim_errors, 90):.3f} s")
     for manifest in built:
-        print(_summary(manifest, _count_truth(out, manifest)))
+        print(_summary(manifest, *_count_truth(out, manifest)))
     return 0
 
 
@@ -545,3 +688,48 @@ def _write_music_and_background(out: Path, cache: Path, seed: int) -> list[dict]
                   "alignment": no_alignment}
     write_manifest(out / "background", background)
     return [music, background]
+
+
+# ----------------------------------------------------------------------------- check rates
+
+
+def measure_borrowed_check(cache: Path = deb.DEFAULT_CACHE, others: int = 10, seed: int = 0,
+                           margins: Sequence[float] = (0.0, 0.01, 0.02)) -> list[dict]:
+    """Rates of the borrowed-transcript check (:func:`check_borrowed`'s rule) on June's
+    multi-word prompts, whose transcripts are right, and on Armelle's borrowed ones.
+
+    Each prompt's audio is scored (:func:`eval.align.fit_cost`, first voice) against its own
+    transcript and ``others`` June transcripts of similar length. True accept: the own transcript
+    beats the first ``n`` others by ``margin``; false accept: the first other (a wrong transcript,
+    as if swapped with another prompt's) beats the next ``n`` by ``margin``. ``python -c "from
+    eval.prompts import measure_borrowed_check as m; [print(r) for r in m()]"`` (~2 min).
+    """
+    june = [p for p in deb.prompts(deb.SOURCES["fr"], cache) if p.words]
+    pool = [p.transcript for p in june]
+    lengths = np.array([len(p.words) for p in june])
+    armelle = [p for p in deb.prompts(deb.SOURCES["fr-armelle"], cache) if p.words]
+    rng = np.random.default_rng(seed)
+    plan = []
+    for prompt in [p for p in june if len(p.words) > 1] + armelle:
+        near = np.argsort(np.abs(lengths - len(prompt.words)) + rng.random(len(pool)))
+        texts = [pool[i] for i in near if june[i].words != prompt.words][:others]
+        plan.append((prompt, [prompt.transcript, *texts]))
+    texts = sorted({t for _, ts in plan for t in ts})
+    voice = aligner.voices(deb.SOURCES["fr"].espeak_voice)[0]
+    synthetic = {t: u.audio for t, u in zip(texts, aligner.iter_synthesize(
+        [(deb.speech_text(t), voice) for t in texts], 2))}
+    costs = {"june": [], "armelle": []}
+    for prompt, ts in tqdm(plan, desc="fit costs", unit="prompt"):
+        audio = prompt.load()
+        costs["armelle" if prompt.speaker != june[0].speaker else "june"].append(
+            [aligner.fit_cost(audio, synthetic[t]) for t in ts])
+    j, a = np.array(costs["june"]), np.array(costs["armelle"])
+
+    def rate(table: np.ndarray, first: int, n: int, margin: float) -> float:
+        wins = table[:, first] < table[:, first + 1:first + 1 + n].min(1) - margin
+        return round(float(np.mean(wins)), 3)
+
+    return [{"decoys": n, "margin": m, "june_true_accept": rate(j, 0, n, m),
+             "swapped_false_accept": rate(j, 1, n, m), "armelle_accept": rate(a, 0, n, m),
+             "june_prompts": len(j), "armelle_prompts": len(a)}
+            for n in sorted({DECOYS, others - 1}) for m in margins]

@@ -3,6 +3,7 @@ no package is downloaded here."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -107,10 +108,11 @@ def test_stream_layout_truth_and_pauses(tmp_path):
         assert abs(level - prompts.PAUSE_LEVEL_DBFS) < 3
     assert len(audio) == pytest.approx(rows[-1][2] * rate, abs=rate // 1000)
     starts = {r[0]: r[1] for r in rows}
-    assert truth == [["hello", round(starts["p1"] + 0.25, 3), round(starts["p1"] + 0.5, 3), "p1"]]
+    assert truth == [["hello", round(starts["p1"] + 0.25, 3), round(starts["p1"] + 0.5, 3), "p1",
+                      "keyword"]]
     entry = prompts.write_stream(tmp_path, "t", pieces, 1, "speech", ["s"])
     assert entry["prompts"] == 3 and (tmp_path / "streams" / "t.truth.csv").read_text(
-        ).splitlines()[0] == "keyword,start,end,prompt"
+        ).splitlines()[0] == "keyword,start,end,prompt,kind"
     assert (tmp_path / "streams" / "t.prompts.csv").read_text().startswith(
         "prompt,start,end,transcript")
 
@@ -131,7 +133,9 @@ def _item(name: str, text: str, untrusted: tuple[str, ...] = ()) -> prompts.Item
     return prompts.Item(prompt, aligner.Alignment(times, 0.5))
 
 
-def test_keyword_selection_keeps_untrusted_occurrences_out_of_the_stream():
+def test_keyword_selection_keeps_untrusted_occurrences_as_dont_care():
+    """A prompt with an untrusted occurrence stays in the stream, the whole prompt a don't-care
+    for that keyword; it is never an enrollment prompt."""
     items = [_item(f"a{i}", "please type the password now") for i in range(8)]
     items.append(_item("bad", "the password again", untrusted=("password",)))
     items += [_item(f"b{i}", "conference volume") for i in range(3)]
@@ -139,6 +143,72 @@ def test_keyword_selection_keeps_untrusted_occurrences_out_of_the_stream():
     assert list(selection.enroll) == ["password"]
     enrolled = {i.prompt.name for i, _ in selection.enroll["password"]}
     stream = {i.prompt.name for i in selection.stream}
-    assert len(enrolled) == 3 and not enrolled & stream
-    assert [i.prompt.name for i in selection.dropped] == ["bad"]
-    assert len(stream) == len(items) - 4
+    assert len(enrolled) == 3 and not enrolled & stream and "bad" not in enrolled
+    assert selection.dropped == [] and "bad" in stream and len(stream) == len(items) - 3
+    bad = next(i for i in selection.stream if i.prompt.name == "bad")
+    assert prompts.ignore_spans(bad, ["password"], 2.5) == (("password", 0.0, 2.5),)
+
+
+def test_keyword_rule():
+    """At least 2 syllables (vowel groups; French mute final e, English silent e/es/ed not
+    counted), 5 letters, no function word; no two chosen keywords related."""
+    assert [prompts.syllables(w, "en") for w in
+            ("press", "pressed", "phone", "simple", "enter", "entered", "sorry", "voices",
+             "names", "wanted", "conference")] == [1, 1, 1, 2, 2, 2, 2, 2, 1, 2, 3]
+    assert [prompts.syllables(w, "fr") for w in
+            ("passe", "passes", "dièse", "message", "désolé", "joindre", "personne",
+             "conférence", "appuyez")] == [1, 1, 1, 2, 3, 1, 2, 3, 2]
+    assert not prompts.eligible("press", "en") and not prompts.eligible("phone", "en")
+    assert not prompts.eligible("about", "en") and not prompts.eligible("dial", "en")
+    assert not prompts.eligible("pin2go", "en") and prompts.eligible("password", "en")
+    assert not prompts.eligible("passe", "fr") and prompts.eligible("message", "fr")
+    assert prompts.related("participant", "participants")
+    assert prompts.related("enter", "entered") and prompts.related("porte", "ports")
+    assert not prompts.related("increase", "decrease")
+    assert not prompts.related("password", "conference")
+    items = [_item(f"a{i}", "the participants may enter the conference") for i in range(6)]
+    items += [_item(f"b{i}", "one participant entered the conference") for i in range(6)]
+    items += [_item(f"c{i}", "press volume to increase the volume") for i in range(4)]
+    items += [_item(f"d{i}", "press to decrease") for i in range(4)]
+    selection = prompts.select_keywords(items, items, "en", count=10, seed=0, same_speaker=True)
+    chosen = list(selection.enroll)
+    assert chosen[:2] == ["conference", "volume"]
+    assert "press" not in chosen and {"increase", "decrease"} <= set(chosen)
+    assert not ({"participant", "participants"} <= set(chosen))
+    assert not ({"enter", "entered"} <= set(chosen))
+    for a in chosen:
+        assert not any(prompts.related(a, b) for b in chosen if b != a)
+
+
+def test_ignore_rows_from_a_hand_made_transcript(tmp_path):
+    """Words containing or inflecting a keyword, and keyword occurrences inside a hyphenated
+    compound, become ``ignore`` rows with their own times, or the whole prompt when untrusted."""
+    assert prompts.dont_care("entered", "enter") and prompts.dont_care("passwords", "password")
+    assert prompts.dont_care("participant", "participants")
+    assert prompts.dont_care("increasing", "increase") and prompts.dont_care("entrer", "entrez")
+    assert not prompts.dont_care("enter", "enter") and not prompts.dont_care("decrease", "increase")
+    assert not prompts.dont_care("center", "entered") and not prompts.dont_care("pass", "password")
+    text = "Please re-enter your password. Passwords entered: enter them again."
+    item = _item("p", text)
+    words = [w.word for w in item.alignment.words]
+    assert words[1:3] == ["re", "enter"] and item.compound_indices == {1, 2}
+    assert [w.index for w in item.occurrences("enter")] == [7]
+    assert [w.word for w in item.dont_cares("enter")] == ["enter", "entered"]
+    assert [w.word for w in item.dont_cares("password")] == ["passwords"]
+    spans = prompts.ignore_spans(item, ["enter", "password"], 1.5)
+    assert [k for k, _, _ in spans] == ["enter", "enter", "password"]
+    assert np.allclose([s[1:] for s in spans], [(0.2, 0.3), (0.6, 0.7), (0.5, 0.6)])
+    untrusted = _item("q", text, untrusted=("entered",))
+    assert prompts.ignore_spans(untrusted, ["enter", "password"], 1.5) == (
+        ("enter", 0.0, 1.5), ("password", 0.5, 0.6))
+    rate = prompts.SAMPLE_RATE
+    piece = prompts.Piece("p", np.zeros(int(1.5 * rate), np.float32), text,
+                          tuple(("enter", w.start, w.end) for w in item.occurrences("enter")),
+                          spans)
+    entry = prompts.write_stream(tmp_path, "t", [piece], 0, "speech", ["s"])
+    with (tmp_path / entry["truth"]).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["keyword"], r["start"], r["end"], r["kind"]) for r in rows] == [
+        ("enter", "0.2", "0.3", "ignore"), ("password", "0.5", "0.6", "ignore"),
+        ("enter", "0.6", "0.7", "ignore"), ("enter", "0.7", "0.8", "keyword")]
+    assert all(r["prompt"] == "p" for r in rows)
