@@ -91,6 +91,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from .encoders import encoder_from_identity, load_encoder
     from .enroll import enroll
     from .keyset import check_keyword_name, locked_keyset
+    from .models import default_encoder_spec
 
     path = Path(args.keyset)
     segment = tuple(args.segment) if args.segment else None
@@ -103,7 +104,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         elif keyset is not None:
             encoder = encoder_from_identity(keyset.encoder)
         else:
-            encoder = load_encoder("mfcc")
+            spec, note = default_encoder_spec()
+            if note:
+                _say(f"note: {note}")
+            encoder = load_encoder(spec)
         background = Background.files(args.background) if args.background else None
         updated = enroll(keyset, encoder, name, args.audio, segment=segment, threshold=args.threshold,
                          background=background, fa_per_hour=args.fa_per_hour)
@@ -297,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--keyset", required=True, help="keyword set file (created if missing)")
     p.add_argument("name", help="the keyword's name")
     p.add_argument("audio", nargs="+", help="example recordings of the keyword")
-    p.add_argument("--encoder", help="'mfcc' (default for a new set) or an exported .onnx model")
+    p.add_argument("--encoder", help="encoder of a new set: speech-embedding (the default, once made with 'python -m "
+                                     "export speech-embedding'; else mfcc), mfcc, or an exported .onnx model")
     p.add_argument("--segment", nargs=2, type=float, metavar=("START", "END"),
                    help="seconds of the keyword inside a longer recording")
     p.add_argument("--threshold", type=parse_threshold, help="set the threshold instead of calibrating it (higher: more detections)")
@@ -338,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="play the bundled recording as fast as possible (implies --recording)")
     p.add_argument("--recording", action="store_true", help="play the bundled recording even when there is a microphone")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--encoder", default="mfcc",
-                   help="'mfcc' (default) or an exported .onnx model, e.g. models/speech-embedding.onnx")
+    p.add_argument("--encoder", help="speech-embedding (the default, once made with 'python -m export "
+                                     "speech-embedding'; else mfcc), mfcc, or an exported .onnx model")
     add_threads_option(p)
     p.set_defaults(func=cmd_demo)
 

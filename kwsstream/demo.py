@@ -21,6 +21,7 @@ from .encoders import Encoder, load_encoder
 from .enroll import enroll_examples
 from .errors import AudioError, KwsError
 from .keyset import save_keyset
+from .models import default_encoder_spec
 from .spotter import Spotter
 from .truth import TOLERANCE, matches, score  # noqa: F401  (matches: kept importable here for older callers)
 
@@ -61,9 +62,10 @@ def find_microphone():
         return None, str(err)
 
 
-def run_demo(fast: bool = False, recording: bool = False, encoder: str = "mfcc", threads: int | None = None, *,
+def run_demo(fast: bool = False, recording: bool = False, encoder: str | None = None, threads: int | None = None, *,
              report) -> int:
-    """Enroll the bundled keywords with ``encoder`` (``threads``: its onnxruntime threads), then
+    """Enroll the bundled keywords with ``encoder`` (default: :func:`kwsstream.models.default_encoder_spec`;
+    ``threads``: its onnxruntime threads), then
     spot them in the microphone when there is one (until Ctrl-C), else in the bundled recording
     played through the one pipeline (:meth:`Spotter.detect_file`) at real time (``fast``: as
     fast as possible; ``recording``: even when there is a microphone). ``report(event)`` shows
@@ -74,6 +76,10 @@ def run_demo(fast: bool = False, recording: bool = False, encoder: str = "mfcc",
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     stream_path = data_dir() / "stream.flac"
     truth = json.loads((data_dir() / "stream.json").read_text(encoding="utf-8"))["truth"]
+    if encoder is None:
+        encoder, note = default_encoder_spec()
+        if note:
+            say(f"note: {note}")
     with tempfile.TemporaryDirectory() as tmp:
         encoding = load_encoder(encoder, threads=threads)
         spotter = Spotter.load(build_demo_keyset(Path(tmp), encoding), encoder=encoding)

@@ -22,7 +22,7 @@ import numpy as np
 from .audio import load_example
 from .calibrate import (DEFAULT_FA_PER_HOUR, OPEN_THRESHOLD, Background, FaCurve, check_fa_per_hour,
                         example_scores, example_warning, impostor_costs)
-from .encoders import Encoder, same_identity
+from .encoders import Encoder, describe_identity, same_identity
 from .encoders.base import SAMPLE_RATE, FrameGrid
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import Keyword, KeywordSet, Template, check_threshold
@@ -65,8 +65,11 @@ def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, floa
             raise UsageError(f"{path}: segment {start}-{end} s is not inside the recording (0-{duration:.2f} s)")
     else:
         start, end = speech_span(audio)
-    frames = encoder.encode(audio)
-    keep = keyword_frames(encoder.grid, len(frames), start, end)
+    # context for a running normalisation (MFCC's CMN): the recording's own start, mirrored
+    lead = audio[: int(round(encoder.context_seconds * SAMPLE_RATE))][::-1]
+    frames = encoder.encode(np.concatenate([lead, audio]))
+    shift = len(lead) / SAMPLE_RATE
+    keep = keyword_frames(encoder.grid, len(frames), start + shift, end + shift)
     need = max(2, int(np.ceil(MIN_TEMPLATE_SECONDS * encoder.grid.frame_rate - 1e-9)))
     if len(keep) < need:
         raise AudioError(
@@ -171,8 +174,8 @@ def add_examples(keyset: KeywordSet | None, encoder: Encoder, name: str, paths: 
         keyset = KeywordSet(encoder=encoder.identity)
     elif not same_identity(keyset.encoder, encoder.identity):
         raise KeysetError(
-            f"the keyword set was enrolled with encoder {keyset.encoder.get('kind')} "
-            f"({keyset.encoder.get('path', 'built in')}); cannot add examples encoded by {encoder.name}"
+            f"the keyword set was enrolled with encoder {describe_identity(keyset.encoder)}; "
+            f"cannot add examples encoded by {encoder.name}"
         )
     new = tuple(make_template(encoder, p, segment) for p in paths)
     old = keyset.get(name)

@@ -17,6 +17,22 @@ KEYWORDS = ["biblioteca", "mariposa", "computadora"]
 SEED = 1234
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_named_models(tmp_path_factory):
+    """Tests never pick up a model a developer made in ./models: the default encoder of a new
+    set is MFCC here (the fallback) unless a test names another. Subprocesses inherit it."""
+    import os
+
+    folder = tmp_path_factory.mktemp("no-models")
+    old = os.environ.get("KWSSTREAM_MODELS")
+    os.environ["KWSSTREAM_MODELS"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("KWSSTREAM_MODELS", None)
+    else:
+        os.environ["KWSSTREAM_MODELS"] = old
+
+
 def _have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 

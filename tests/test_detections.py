@@ -160,3 +160,34 @@ def test_an_enrollment_that_makes_no_sense_gets_a_warning(mfcc, tmp_path):
     assert kw.calibration["warning"] and "do not sound alike" in kw.calibration["warning"]
     good = enroll(None, mfcc, "computadora", files["computadora"]).get("computadora")
     assert good.calibration["warning"] is None
+
+
+def test_a_keyword_at_the_very_start_of_its_recording_is_normalised_as_in_a_stream(mfcc, tmp_path):
+    """MFCC's running mean normalisation has nothing to normalise against at a recording's first
+    frames; enrollment puts the recording's own start, mirrored, before it. The template of a
+    word cut at 0 s then looks like the same word cut out of a longer recording with speech
+    before it — closer than without that context (which is what the encoder alone gives)."""
+    import soundfile as sf
+
+    from kwsstream.enroll import keyword_frames, make_template, speech_span
+    from kwsstream.matcher import unit_rows
+
+    files = example_files()
+    word, before = load_audio(files["computadora"][1]), load_audio(files["mariposa"][0])
+    start, end = speech_span(word)
+    alone = tmp_path / "alone.wav"
+    sf.write(alone, word[int(start * RATE):], RATE)  # the word starts at 0 s
+    context = tmp_path / "context.wav"
+    sf.write(context, np.concatenate([before, word[int(start * RATE):]]), RATE)
+    shift = len(before) / RATE
+    in_context = make_template(mfcc, context, (shift, shift + end - start)).frames
+    padded = make_template(mfcc, alone, (0.0, end - start)).frames
+    raw = mfcc.encode(word[int(start * RATE):])
+    raw = raw[keyword_frames(mfcc.grid, len(raw), 0.0, end - start)]
+
+    def distance(a, b):
+        n = min(len(a), len(b))
+        return float(np.mean(1 - np.sum(unit_rows(a[:n]) * unit_rows(b[:n]), axis=1)))
+
+    assert mfcc.context_seconds == 1.0
+    assert distance(padded, in_context) < 0.6 * distance(raw, in_context)

@@ -27,25 +27,18 @@ if str(ROOT) not in sys.path:  # `export/` is a folder of the repository, not an
 
 from cli_helpers import one_line_error  # noqa: E402
 from cli_helpers import run_main as cli  # noqa: E402
-from export_helpers import run_export  # noqa: E402
+from export_helpers import run_export, speech_embedding_model  # noqa: E402
 
 from export import speech_embedding as se  # noqa: E402
 from kwsstream.encoders import load_encoder  # noqa: E402
 from kwsstream.encoders.onnx import OnnxEncoder  # noqa: E402
 from kwsstream.onnxsession import make_session  # noqa: E402
 
-WHEEL_ENV = "KWSSTREAM_SPEECH_EMBEDDING_WHEEL"
-
-
 @pytest.fixture(scope="session")
 def model(tmp_path_factory):
     """models/speech-embedding.onnx made by the real command, once per test session."""
-    path = tmp_path_factory.getbasetemp() / "speech-embedding" / "speech-embedding.onnx"
-    if not path.is_file():
-        wheel = os.environ.get(WHEEL_ENV)
-        done = run_export("speech-embedding", "--out", path, *(["--wheel", wheel] if wheel else []))
-        if done.code != 0:
-            pytest.fail(f"python -m export speech-embedding failed ({done.code}): {done.stderr.strip()}")
+    path, done = speech_embedding_model(tmp_path_factory.getbasetemp())
+    if done is not None:
         assert done.stdout.strip() == str(path)
         assert "verified" in done.stderr and "sha256" in done.stderr
     return path

@@ -141,6 +141,12 @@ class Encoder(Protocol):
     def layer(self) -> int:
         """The layer :meth:`encode` and the streaming state give."""
 
+    @property
+    def context_seconds(self) -> float:
+        """Seconds of audio the encoder's running normalisation wants before a keyword: enrollment
+        puts that much of the example, mirrored, before it, so that a keyword at the very start of
+        a recording is normalised as it would be in a stream (0 for encoders without one)."""
+
     def create_state(self) -> EncoderState:
         """A fresh per-stream state."""
 
@@ -223,6 +229,11 @@ class EncoderBase:
     @property
     def layer(self) -> int:
         return 0
+
+    @property
+    def context_seconds(self) -> float:
+        """Audio this encoder's running normalisation wants before a keyword (0: none)."""
+        return 0.0
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -252,6 +252,13 @@ class MfccEncoder(EncoderBase):
         return {"kind": self.kind, "window": WINDOW, "hop": HOP, **asdict(self.options)}
 
     @property
+    def context_seconds(self) -> float:
+        """The causal mean normalisation's time constant: a keyword at the very start of an
+        example is normalised against mirrored audio of its own recording (measured on real
+        speech, README "Enrollment and thresholds")."""
+        return float(self.options.cmn_seconds or 0.0)
+
+    @property
     def name(self) -> str:
         return "mfcc"
 

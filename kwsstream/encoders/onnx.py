@@ -119,7 +119,7 @@ class OnnxEncoder(EncoderBase):
     """
 
     kind = "onnx"
-    spec_help = "the path of an exported .onnx model"
+    spec_help = "the path of an exported .onnx model, or speech-embedding"
 
     def __init__(self, path: str | Path, threads: int | None = None, *, layer: int | None = None,
                  stream: StreamOptions = StreamOptions(), spin: bool | None = None):
@@ -174,7 +174,15 @@ class OnnxEncoder(EncoderBase):
     # -- the registry's side ----------------------------------------------------------------------
     @classmethod
     def from_spec(cls, spec: str, *, threads: int | None = None) -> OnnxEncoder | None:
-        """A path ending in ``.onnx``."""
+        """A path ending in ``.onnx``, or the name of a model kwsstream knows
+        (:data:`kwsstream.models.NAMED_MODELS`, e.g. ``speech-embedding``)."""
+        from ..models import MAKE_DEFAULT, NAMED_MODELS, find_model
+
+        if spec in NAMED_MODELS:
+            path = find_model(spec)
+            if path is None:
+                raise EncoderError(f"{spec}: the model has not been made (run '{MAKE_DEFAULT}' in the kwsstream checkout)")
+            return cls(path, threads=threads)
         return cls(spec, threads=threads) if Path(spec).suffix.lower() == ".onnx" else None
 
     @classmethod

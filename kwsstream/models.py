@@ -1,0 +1,50 @@
+"""Where exported models are found, and which encoder a new keyword set gets by default.
+
+The default encoder is chosen by the streaming benchmark (README, "Streaming benchmark"): Google's
+speech_embedding, made on this machine by ``python -m export speech-embedding`` (an explicit step
+of the README's set-up command: nothing is downloaded behind the user's back). Where it has not
+been made, MFCC-13 (built in) is used instead and the user is told how to get the better one.
+
+A model named without a path (``speech-embedding``) is looked for in ``$KWSSTREAM_MODELS`` when
+that is set (and only there), else in ``./models`` and then in the ``models/`` folder of the
+source checkout kwsstream runs from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MODELS_ENV = "KWSSTREAM_MODELS"
+DEFAULT_ENCODER = "speech-embedding"
+"""The encoder of a new keyword set when none is named (``--encoder``)."""
+FALLBACK_ENCODER = "mfcc"
+MAKE_DEFAULT = "python -m export speech-embedding"
+"""The command (from the source checkout) that makes the default encoder's model."""
+NAMED_MODELS = {"speech-embedding": "speech-embedding.onnx"}
+"""Model names a user may give instead of a path, and their file names."""
+
+
+def model_folders() -> list[Path]:
+    """Folders searched for a named model, in order."""
+    if os.environ.get(MODELS_ENV):
+        return [Path(os.environ[MODELS_ENV])]
+    return [Path("models"), Path(__file__).resolve().parents[1] / "models"]
+
+
+def find_model(name: str) -> Path | None:
+    """The file of a named model (:data:`NAMED_MODELS`), or ``None`` where it has not been made."""
+    file = NAMED_MODELS.get(name)
+    if file is None:
+        return None
+    return next((folder / file for folder in model_folders() if (folder / file).is_file()), None)
+
+
+def default_encoder_spec() -> tuple[str, str | None]:
+    """The encoder spec a new keyword set gets, and a note for the user when it had to fall back
+    (``None`` when the default is there)."""
+    path = find_model(DEFAULT_ENCODER)
+    if path is not None:
+        return str(path), None
+    return FALLBACK_ENCODER, (f"the default encoder ({DEFAULT_ENCODER}, better on real speech) has not been made: "
+                              f"using {FALLBACK_ENCODER}; run '{MAKE_DEFAULT}' in the kwsstream checkout to get it")
