@@ -18,8 +18,17 @@ Rule (the study's, every number configurable in :class:`ProtocolOptions`):
    no target word (with ``exclude_lemma``: no word of a target's lemma), texts distinct from each
    other and from the query sentences, drawn seeded.
 4. The **searched corpus** is the query sentences plus the negatives; a query's relevant
-   sentences are those whose transcript holds its word (here: exactly its target's query
-   sentences, its own included).
+   sentences are those whose normalised transcript holds its word (:meth:`Protocol.relevance`;
+   by the rules above: exactly its target's query sentences). The query's **own sentence** is
+   left out of its ranking by default (:meth:`Protocol.own_sentence`; kept and counted relevant,
+   it comes first by construction for contextual queries, so P@1 would be 100 %); the study's
+   convention keeps it (``python -m eval run --include-own``).
+
+**Sizes.** ``targets``, ``queries_per_target`` and ``negatives`` are asked for; a corpus that
+cannot give them is a :class:`ProtocolError` naming the option to lower and the largest value
+that works. With ``fit_targets`` (``--targets auto``) the protocol takes as many targets as the
+rule allows, at most ``targets``; with ``fit_negatives`` (``--negatives auto``, implied by
+``--targets auto``) as many negatives as the rule allows, at most ``negatives``.
 
 :func:`make_protocol` applies the rule; :func:`write_protocol` writes it as ``protocol.json`` in the
 results folder (options, targets, every query and sentence, and a hash that names the protocol
@@ -44,7 +53,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL_FILE = "protocol.json"
 SYNTH_FILE = "synth.json"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class ProtocolError(KwsError):
@@ -64,8 +73,9 @@ class ProtocolOptions:
         min_word_seconds: shortest aligned query segment (seconds).
         exclude_lemma: query and negative sentences hold no other word of a target's lemma.
         use_synth_targets: take the targets named in the corpus's ``synth.json`` when there is one.
-        allow_fewer: accept fewer targets or negatives than asked when the corpus has too few
-            (the ``--quick`` mode); otherwise that is a :class:`ProtocolError`.
+        fit_targets: take as many targets as the rule allows, at most ``targets`` (``--targets
+            auto``, ``--quick``); otherwise fewer than ``targets`` is a :class:`ProtocolError`.
+        fit_negatives: the same for ``negatives``.
         seed: the random choices' seed.
     """
 
@@ -77,7 +87,8 @@ class ProtocolOptions:
     min_word_seconds: float = 0.1
     exclude_lemma: bool = True
     use_synth_targets: bool = True
-    allow_fewer: bool = False
+    fit_targets: bool = False
+    fit_negatives: bool = False
     seed: int = 0
 
 
@@ -119,9 +130,25 @@ class Protocol:
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def relevance(self) -> np.ndarray:
-        """``(queries, sentences)`` bool: the sentence's transcript holds the query's word."""
+        """``(queries, sentences)`` bool: the sentence's normalised transcript holds the query's
+        word (the query's own sentence included; :meth:`own_sentence` says which it is)."""
         words = [set(normalize_text(s.text).split()) for s in self.sentences]
-        return np.array([[q.word in w for w in words] for q in self.queries], dtype=bool)
+        return np.array([[q.word in w for w in words] for q in self.queries], dtype=bool).reshape(
+            len(self.queries), len(self.sentences))
+
+    def own_sentence(self) -> np.ndarray:
+        """``(queries, sentences)`` bool: the sentence the query was cut from (left out of the
+        query's ranking unless the study's convention, ``--include-own``, is asked for)."""
+        own = np.zeros((len(self.queries), len(self.sentences)), dtype=bool)
+        own[np.arange(len(self.queries)), [q.sentence for q in self.queries]] = True
+        return own
+
+    def sizes(self) -> str:
+        """The protocol's sizes in words, e.g. ``6 targets x 10 queries, 140 negatives (200 searched
+        sentences)``."""
+        per = sorted({sum(q.word == t for q in self.queries) for t in self.targets})
+        return (f"{len(self.targets)} targets x {'/'.join(map(str, per))} queries, "
+                f"{len(self.sentences) - len(self.queries)} negatives ({len(self.sentences)} searched sentences)")
 
     def keyword_of(self) -> np.ndarray:
         """``(queries,)`` int: index of each query's word in :attr:`targets`."""
@@ -236,7 +263,8 @@ def make_protocol(corpus: Corpus, options: ProtocolOptions = ProtocolOptions()) 
 
     Raises:
         ProtocolError: the corpus has no aligned clips, or too few targets, queries or negatives
-            for ``options`` (unless ``options.allow_fewer``).
+            for ``options`` (unless ``fit_targets`` / ``fit_negatives``); the message names the
+            option to change and the largest value that works.
     """
     if min(options.targets, options.queries_per_target) < 1 or options.negatives < 0:
         raise ProtocolError(f"targets={options.targets}, queries_per_target={options.queries_per_target} "
@@ -259,18 +287,28 @@ def make_protocol(corpus: Corpus, options: ProtocolOptions = ProtocolOptions()) 
         eligible = index.eligible(word, target_set, options)
         order = [eligible[k] for k in rng.permutation(len(eligible))]
         picked[word] = _distinct(order, index, used_texts, options.queries_per_target)
-    short = {w: len(p) for w, p in picked.items() if len(p) < options.queries_per_target}
-    if short and not options.allow_fewer:
-        raise ProtocolError(f"{corpus.tsv}: too few eligible query sentences (need "
-                            f"{options.queries_per_target}) for {short}")
-    targets = [w for w in targets if len(picked[w]) == options.queries_per_target]
-    if len(targets) < options.targets and not options.allow_fewer or not targets:
-        raise ProtocolError(f"{corpus.tsv}: only {len(targets)} target words satisfy the rule "
-                            f"({options.targets} asked; see eval/protocol.py)")
+    need = options.queries_per_target
+    short = {w: len(p) for w, p in picked.items() if len(p) < need}
+    full = [w for w in targets if len(picked[w]) == need]
+    if short and not options.fit_targets:
+        raise ProtocolError(f"{corpus.tsv}: too few eligible query sentences (need {need}) for {short}: "
+                            f"use --queries-per-target {min(short.values())} or lower, or --targets auto "
+                            f"(keeps the {len(full)} target(s) that have {need})")
+    targets = full
+    if not targets:
+        most = max((len(p) for p in picked.values()), default=0)
+        raise ProtocolError(f"{corpus.tsv}: no target word has {need} eligible query sentences"
+                            + (f": use --queries-per-target {most} or lower" if most else
+                               " (no word satisfies the rule; see eval/protocol.py)"))
+    if len(targets) < options.targets and not options.fit_targets:
+        raise ProtocolError(f"{corpus.tsv}: only {len(targets)} target words satisfy the rule with {need} "
+                            f"queries each ({options.targets} asked): use --targets {len(targets)} (the most "
+                            f"this corpus allows), --targets auto, or a lower --queries-per-target")
     negatives = _negatives(index, targets, used_texts, options, rng)
-    if len(negatives) < options.negatives and not options.allow_fewer:
+    if len(negatives) < options.negatives and not options.fit_negatives:
         raise ProtocolError(f"{corpus.tsv}: only {len(negatives)} negative sentences satisfy the rule "
-                            f"({options.negatives} asked)")
+                            f"({options.negatives} asked, with {len(targets)} targets): use --negatives "
+                            f"{len(negatives)} (the most this corpus allows) or --negatives auto")
     chosen = [i for w in targets for i in picked[w]] + negatives
     position = {clip: k for k, clip in enumerate(chosen)}
     sentences = tuple(Sentence(c.utt_id, str(c.path), c.sentence, c.client_id) for c in (clips[i] for i in chosen))

@@ -221,7 +221,7 @@ def local_distances(norm: str, queries: Sequence[np.ndarray], frames: np.ndarray
 
 def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences: np.ndarray,
                  s_off: np.ndarray, stats: CorpusStats, options: RankOptions = RankOptions(),
-                 clock: StageClock | None = None) -> list[dict[str, np.ndarray]]:
+                 clock: StageClock | None = None, progress: str | None = None) -> list[dict[str, np.ndarray]]:
     """Score every query of every set against every sentence.
 
     Args:
@@ -230,6 +230,7 @@ def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences:
         stats: corpus statistics for ``center`` and ``zscore``.
         options: normalisations and memory budget.
         clock: accumulates ``distances`` and ``dtw`` seconds.
+        progress: a progress bar's title (tqdm, on stderr when it is a terminal); ``None``: no bar.
 
     Returns:
         per query set, ``{normalisation: (Q_k, S) float32 scores}`` (lower is better).
@@ -255,6 +256,10 @@ def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences:
     blocks = _blocks(s_off, tpl.n_cells, options.block_bytes)
     buffer = np.empty(tpl.n_cells * max(int(s_off[b] - s_off[a]) for a, b in blocks), np.float32)
     t = clock.add("distances", t)
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_sent * len(wanted), desc=progress, unit="sent", disable=progress is None or None,
+               leave=False)
     for a, b in blocks:
         f0, f1 = int(s_off[a]), int(s_off[b])
         local = (s_off[a:b + 1] - f0).astype(np.int64)
@@ -268,7 +273,9 @@ def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences:
             score_block(products, local, frame_add, frame_scale, cell_add, cell_scale,
                         tpl.row_offset, tpl.row_width, tpl.last_cell, tpl.length, tpl.row_lo, tpl.row_hi, best)
             scores[norm][tpl.order, a:b] = best
+            bar.update(b - a)
             t = clock.add("dtw", t)
+    bar.close()
     out, first = [], 0
     for _, off in query_sets:
         count = len(off) - 1

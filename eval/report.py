@@ -5,16 +5,22 @@
                             (macro-averaged over keywords, see :mod:`eval.metrics`)
 ``anisotropy.csv``          ``encoder,layer,normalization,mean_cosine,pairs,dim1,share1,dim2,
                             share2,dim3,share3`` (see :mod:`eval.anisotropy`)
-``summary.md``              the study's tables: anisotropy per layer, P@K and R@K at each
-                            representation's best layer, the normalisations compared, P@10 and
-                            R@10 per layer, which representation wins at which K (and each one's
-                            lead over MFCC), the target words, the stage times
-``retrieval_by_layer.png``  P@10 and R@10 across layers, per representation and normalisation
-``anisotropy_by_layer.png`` mean cosine of random frame pairs across layers
+``summary.md``              how to read it (protocol, relevance, P@K, R@K in a few lines), the
+                            study's tables: anisotropy per layer, P@K and R@K at each
+                            representation's best layer, the query's own sentence excluded vs
+                            included, the normalisations compared, P@10 and R@10 per layer,
+                            which representation wins at which K (and each one's lead over
+                            MFCC), the target words, the stage times
+``retrieval_by_layer.png``  P@10 and R@10 per representation and normalisation: across layers
+                            when a representation has several (one-layer ones as a marker and
+                            a level line), else bars
+``anisotropy_by_layer.png`` mean cosine of random frame pairs: across layers, or bars
 ==========================  ==================================================================
 
-The best layer of a representation is the one with the highest P@10 without normalisation
-(ties: the lower layer), as the study reports it.
+``results.csv`` holds one convention for the query's own sentence (the run's: excluded unless
+``--include-own``); the summary shows both. Every table and plot names the encoder of each
+representation. The best layer of a representation is the one with the highest P@10 without
+normalisation (ties: the lower layer), as the study reports it.
 """
 
 from __future__ import annotations
@@ -35,9 +41,20 @@ BASELINE = "mfcc"
 PLOT_DPI = 120
 
 
+STUDY = ('the study "Query-by-Example Keyword Spotting..." (arXiv 2506.11096)')
+REPRESENTATION_TEXT = {
+    "word": "the query word's audio encoded alone",
+    "contextual": "the query word's frames cut from its whole sentence's encoding",
+    "mfcc": "MFCC-13, the query word's audio encoded alone",
+    "mfcc-contextual": "MFCC-13, the query word's frames cut from its sentence's encoding",
+}
+
+
 @dataclass(frozen=True)
 class ResultRow:
-    """One line of ``results.csv``."""
+    """One line of ``results.csv`` (``encoder``: the encoder's name for tables and plots;
+    ``include_own``: the convention, the query's own sentence ranked and relevant; neither is a
+    column of the CSV)."""
 
     representation: str
     layer: int
@@ -45,6 +62,18 @@ class ResultRow:
     k: int
     precision: float
     recall: float
+    encoder: str = ""
+    include_own: bool = False
+
+    @property
+    def label(self) -> str:
+        """``word — speech-embedding``: the representation and its encoder."""
+        return label(self.representation, self.encoder)
+
+
+def label(representation: str, encoder: str) -> str:
+    """A representation with its encoder's name, for tables and legends."""
+    return f"{representation} — {encoder}" if encoder and encoder != representation else representation
 
 
 @dataclass(frozen=True)
@@ -149,9 +178,81 @@ def wins_markdown(rows: Sequence[ResultRow], baseline: str = BASELINE) -> list[s
     return out + [""]
 
 
+def _explain(rows: Sequence[ResultRow], context: dict) -> list[str]:
+    """A few lines a newcomer reads first: the task, the protocol's sizes, relevance, P@K, R@K."""
+    p = context.get("protocol")
+    include_own = bool(context.get("include_own"))
+    out = ["## How to read this", "",
+           f"Query-by-example keyword spotting, as in {STUDY}: a **query** is one spoken example of a "
+           "target word, cut from a sentence of the corpus by its word alignment. Every searched "
+           "sentence gets a score for how well the query matches somewhere inside it (subsequence DTW "
+           "on cosine distances between frames: the runtime's matcher), and the sentences are ranked, "
+           "best first.", ""]
+    if p:
+        relevant = p["queries_per_target"] - (0 if include_own else 1)
+        out += [f"- **Protocol**: {p['targets']} target words x {p['queries_per_target']} queries each (each "
+                f"query from its own sentence), searched in {p['sentences']} sentences: the "
+                f"{p['queries']} query sentences and {p['negatives']} negatives (sentences without "
+                f"any target word){' (' + p['note'] + ')' if p.get('note') else ''}.",
+                f"- **Relevant** to a query: a sentence whose normalised transcript contains its word, i.e. its "
+                f"target's other query sentences ({relevant} per query here"
+                + (", its own included)." if include_own else ")."),
+                ("- **The query's own sentence** is ranked and counted relevant (the study's convention, "
+                 "`--include-own`): a contextual query is cut from it, so it comes first and contextual "
+                 "P@1 is 100 % by construction." if include_own else
+                 "- **The query's own sentence** is left out of its ranking (default): kept and counted "
+                 "relevant, as the study does (`--include-own`), it comes first by construction and "
+                 "contextual P@1 is 100 % whatever the representation; both are compared below."),
+                f"- **P@K** (precision): share of the K best-ranked sentences that are relevant. With {relevant} "
+                f"relevant sentences a query's P@K is at most {relevant}/K when K > {relevant} "
+                f"(P@10 at most {min(1.0, relevant / 10):.0%}); chance level is about "
+                f"{relevant / max(p['sentences'] - (0 if include_own else 1), 1):.1%}.",
+                "- **R@K** (recall): share of the query's relevant sentences among the K best.",
+                "- Both are averaged over a word's queries, then over the words (every word counts the same)."]
+    reps = {r.representation: r.encoder for r in rows}
+    out += ["- **Representations**: " + "; ".join(
+        f"`{rep}` = {enc or rep}: {REPRESENTATION_TEXT.get(rep, rep)}" for rep, enc in reps.items()) + "."]
+    if context.get("mfcc_cmn"):
+        out += [f"- **MFCC normalisation**: {context['mfcc_cmn']}."]
+    return out + [""]
+
+
+def _own_markdown(rows: Sequence[ResultRow], k: int, include_own: bool) -> list[str]:
+    """P@1 and P@K with the query's own sentence excluded and included, at each representation's
+    best layer (by the run's convention), no normalisation."""
+    both = {(r.representation, r.layer, r.include_own, r.k): r for r in rows
+            if r.normalization == REFERENCE_NORMALIZATION}
+    if len({key[2] for key in both}) < 2:
+        return []
+    best = best_layers([r for r in rows if r.include_own == include_own])
+    out = ["## The query's own sentence: excluded (default) vs included (the study's convention)", "",
+           f"P@1 and P@{k} / R@{k} at each representation's best layer, no normalisation; the run's "
+           f"convention, used everywhere else in this summary and in results.csv, is "
+           f"**{'included' if include_own else 'excluded'}**.", ""]
+    body = []
+    for rep, layer in best.items():
+        cells = []
+        for own in (False, True):
+            one, at_k = both.get((rep, layer, own, 1)), both.get((rep, layer, own, k))
+            cells += [f"{one.precision:.1%}" if one else "",
+                      f"{at_k.precision:.1%} / {at_k.recall:.1%}" if at_k else ""]
+        enc = next((r.encoder for r in rows if r.representation == rep), "")
+        body.append([f"{label(rep, enc)} (layer {layer})"] + cells)
+    return out + _table(["representation", "P@1 excluded", f"P@{k} / R@{k} excluded", "P@1 included",
+                         f"P@{k} / R@{k} included"], body)
+
+
 def summary_markdown(rows: Sequence[ResultRow], aniso: Sequence[AnisotropyRow], context: dict) -> str:
-    """The study's tables as Markdown (``context``: title facts, targets, timings)."""
+    """The study's tables as Markdown. ``rows`` may hold both conventions for the query's own
+    sentence (``include_own``); the tables use ``context["include_own"]``'s (default excluded).
+    ``context``: ``encoder`` (title), ``facts``, ``protocol`` (``targets``, ``queries_per_target``,
+    ``queries``, ``negatives``, ``sentences``, optional ``note``), ``include_own``, ``mfcc_cmn``,
+    ``targets``, ``timings``."""
+    include_own = bool(context.get("include_own"))
+    all_rows = list(rows)
+    rows = [r for r in all_rows if r.include_own == include_own] or all_rows
     index = {(r.representation, r.layer, r.normalization, r.k): r for r in rows}
+    encoder_of = {r.representation: r.encoder for r in rows}
     reps = list(dict.fromkeys(r.representation for r in rows))
     norms = list(dict.fromkeys(r.normalization for r in rows))
     ks = sorted({r.k for r in rows})
@@ -159,10 +260,12 @@ def summary_markdown(rows: Sequence[ResultRow], aniso: Sequence[AnisotropyRow], 
     best = best_layers(rows)
     out = [f"# Keyword retrieval benchmark — {context.get('encoder', '')}", ""]
     out += [f"- {name}: {value}" for name, value in context.get("facts", {}).items()] + [""]
+    out += _explain(rows, context)
     if aniso:
         out += ["## Anisotropy per layer (no normalisation)", "",
-                ("Mean cosine of random frame pairs from different recordings, and the three "
-                 "dimensions with the largest share of it (see eval/anisotropy.py)."), ""]
+                ("Mean cosine of random frame pairs from different recordings (0: directions spread "
+                 "evenly; near 1: every frame points the same way), and the three dimensions with the "
+                 "largest share of it (see eval/anisotropy.py)."), ""]
         body = [[a.encoder, str(a.layer), f"{a.mean_cosine:.3f}",
                  ", ".join(f"{d} ({s:.0%})" for d, s in a.top)]
                 for a in aniso if a.normalization == REFERENCE_NORMALIZATION]
@@ -171,14 +274,18 @@ def summary_markdown(rows: Sequence[ResultRow], aniso: Sequence[AnisotropyRow], 
     body = []
     for rep in reps:
         cells = [index.get((rep, best[rep], REFERENCE_NORMALIZATION, kk)) for kk in ks]
-        body.append([f"{rep} (layer {best[rep]})"] + [f"{c.precision:.1%}" if c else "" for c in cells]
+        body.append([f"{label(rep, encoder_of[rep])} (layer {best[rep]})"]
+                    + [f"{c.precision:.1%}" if c else "" for c in cells]
                     + [f"{c.recall:.1%}" if c else "" for c in cells])
     out += _table(["representation"] + [f"P@{kk}" for kk in ks] + [f"R@{kk}" for kk in ks], body)
+    out += _own_markdown(all_rows, k, include_own)
     out += [f"## Does fixing anisotropy help? P@{k} / R@{k} per normalisation", "",
-            "At the best layer without normalisation, and (in brackets) each normalisation's own best layer.", ""]
+            "At the best layer without normalisation, and (in brackets) each normalisation's own best layer. "
+            "center: the corpus mean frame subtracted; zscore: and each dimension divided by its "
+            "standard deviation (eval/rank.py).", ""]
     body = []
     for rep in reps:
-        line = [rep]
+        line = [label(rep, encoder_of[rep])]
         for norm in norms:
             here = index.get((rep, best[rep], norm, k))
             own = max((r for r in rows if r.representation == rep and r.normalization == norm and r.k == k),
@@ -194,7 +301,7 @@ def summary_markdown(rows: Sequence[ResultRow], aniso: Sequence[AnisotropyRow], 
         body = [[str(layer)] + [f"{c.precision:.1%} / {c.recall:.1%}" if c else "" for c in
                                 (index.get((rep, layer, REFERENCE_NORMALIZATION, k)) for rep in layered)]
                 for layer in layers]
-        out += _table(["layer"] + layered, body)
+        out += _table(["layer"] + [label(rep, encoder_of[rep]) for rep in layered], body)
     out += wins_markdown(rows)
     if context.get("targets"):
         out += ["## Target words", "", ", ".join(context["targets"]), ""]
@@ -204,71 +311,152 @@ def summary_markdown(rows: Sequence[ResultRow], aniso: Sequence[AnisotropyRow], 
     return "\n".join(out)
 
 
-def plot_retrieval(folder: Path, rows: Sequence[ResultRow]) -> Path:
-    """``retrieval_by_layer.png``: P@10 and R@10 across layers (single-layer representations as
-    horizontal lines), one colour per representation, one line style per normalisation."""
+# -- plots -----------------------------------------------------------------------------------------
+
+STYLES = ("-", "--", ":", "-.")
+HATCHES = ("", "//", "..", "xx")
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = _best_k(rows)
-    reps = list(dict.fromkeys(r.representation for r in rows))
-    norms = list(dict.fromkeys(r.normalization for r in rows))
-    all_layers = sorted({r.layer for r in rows})
-    styles = dict(zip(norms, ("-", "--", ":")))
+    return plt
+
+
+def _bars(ax, groups: Sequence[str], series: Sequence[str], values: dict[tuple[str, str], float],
+          colours: dict[str, str], fmt: str = "%.2f") -> None:
+    """Grouped bars: one group per ``groups`` item (x tick), one bar per ``series`` item
+    (hatch and legend), height ``values[(group, series)]`` written on the bar."""
+    import numpy as np
+
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(groups))
+    for j, name in enumerate(series):
+        heights = [values.get((g, name), np.nan) for g in groups]
+        bars = ax.bar(x + (j - (len(series) - 1) / 2) * width, heights, width * 0.95, label=name,
+                      color=[colours[g] for g in groups], hatch=HATCHES[j % len(HATCHES)], edgecolor="black",
+                      linewidth=0.5)
+        ax.bar_label(bars, fmt=fmt, fontsize=7, padding=1)
+        bars.set_label(name)
+    ax.set_xticks(x, [g.replace(" — ", "\n") for g in groups], fontsize=8)
+
+
+def _legend(ax, bars: bool, title: str) -> None:
+    """Legend outside the axes; for bars, grey swatches with each series' hatch (the colours
+    are the groups')."""
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    if bars:
+        handles = [Patch(facecolor="lightgrey", edgecolor="black", hatch=HATCHES[j % len(HATCHES)])
+                   for j in range(len(labels))]
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title=title,
+              title_fontsize=7)
+
+
+def _layer_lines(ax, series: dict[str, list[tuple[int, float]]], styles: dict[str, str],
+                 colours: dict[str, str], layers: Sequence[int]) -> None:
+    """Lines across layers; a one-layer series is a marker at its layer and a dotted level line."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharex=True)
-    for ax, metric in zip(axes, ("precision", "recall")):
-        for c, rep in enumerate(reps):
-            for norm in norms:
-                pts = sorted((r.layer, getattr(r, metric)) for r in rows
-                             if r.representation == rep and r.normalization == norm and r.k == k)
-                if len(pts) == 1:
-                    pts = [(all_layers[0], pts[0][1]), (all_layers[-1], pts[0][1])]
-                ax.plot(*zip(*pts), styles.get(norm, "-"), color=f"C{c}", label=f"{rep} ({norm})",
-                        marker="o" if len({r.layer for r in rows if r.representation == rep}) > 1 else None,
-                        markersize=3)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"{'P' if metric == 'precision' else 'R'}@{k}")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
-    path = folder / "retrieval_by_layer.png"
-    fig.savefig(path, dpi=PLOT_DPI)
-    plt.close(fig)
-    return path
-
-
-def plot_anisotropy(folder: Path, aniso: Sequence[AnisotropyRow]) -> Path:
-    """``anisotropy_by_layer.png``: mean cosine of random pairs across layers, per encoder and
-    normalisation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    layers = sorted({a.layer for a in aniso})
-    for c, enc in enumerate(dict.fromkeys(a.encoder for a in aniso)):
-        for style, norm in zip(("-", "--", ":"), dict.fromkeys(a.normalization for a in aniso)):
-            pts = sorted((a.layer, a.mean_cosine) for a in aniso if a.encoder == enc and a.normalization == norm)
-            single = len(pts) == 1  # a layer-less encoder (MFCC): a horizontal line
-            pts = [(layers[0], pts[0][1]), (layers[-1], pts[0][1])] if single else pts
-            ax.plot(*zip(*pts), style, color=f"C{c}", marker=None if single else "o", markersize=3,
-                    label=f"{enc} ({norm})")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for name, pts in series.items():
+        pts = sorted(pts)
+        colour, style = colours[name], styles[name]
+        if len(pts) == 1:
+            (layer, value), = pts
+            ax.plot([layer], [value], "D", color=colour, markersize=7, label=name)
+            ax.hlines(value, min(layers), max(layers), colors=colour, linestyles=":", linewidth=1)
+        else:
+            ax.plot(*zip(*pts), style, color=colour, marker="o", markersize=3, label=name)
     ax.set_xlabel("layer")
-    ax.set_ylabel("mean cosine of random frame pairs")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def retrieval_figure(rows: Sequence[ResultRow], title: str = ""):
+    """The figure of ``retrieval_by_layer.png`` (matplotlib ``Figure``; see :func:`plot_retrieval`)."""
+    plt = _pyplot()
+    k = _best_k(rows)
+    reps = list(dict.fromkeys(r.label for r in rows))
+    norms = list(dict.fromkeys(r.normalization for r in rows))
+    colours = {rep: f"C{i}" for i, rep in enumerate(reps)}
+    layers = sorted({r.layer for r in rows})
+    layered = any(len({r.layer for r in rows if r.label == rep}) > 1 for rep in reps)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, metric in zip(axes, ("precision", "recall")):
+        name = f"{'P' if metric == 'precision' else 'R'}@{k}"
+        if layered:
+            series = {f"{rep} ({norm})": [(r.layer, getattr(r, metric)) for r in rows
+                                          if r.label == rep and r.normalization == norm and r.k == k]
+                      for rep in reps for norm in norms}
+            series = {n: pts for n, pts in series.items() if pts}
+            _layer_lines(ax, series, {f"{rep} ({norm})": STYLES[j % len(STYLES)] for rep in reps
+                                      for j, norm in enumerate(norms)},
+                         {f"{rep} ({norm})": colours[rep] for rep in reps for norm in norms}, layers)
+        else:
+            values = {(r.label, r.normalization): getattr(r, metric) for r in rows if r.k == k}
+            _bars(ax, reps, norms, values, colours)
+            ax.set_xlabel("representation — encoder (bars: feature normalisation)")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} ({'precision' if metric == 'precision' else 'recall'} in the {k} best-ranked sentences)",
+                     fontsize=10)
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3, axis="y" if not layered else "both")
+    _legend(axes[1], not layered, "representation (normalisation)" if layered else "normalisation")
+    fig.suptitle(title or f"Keyword retrieval: P@{k} and R@{k} per representation", fontsize=11)
     fig.tight_layout()
-    path = folder / "anisotropy_by_layer.png"
+    return fig
+
+
+def anisotropy_figure(aniso: Sequence[AnisotropyRow], title: str = ""):
+    """The figure of ``anisotropy_by_layer.png`` (see :func:`plot_anisotropy`)."""
+    plt = _pyplot()
+    encoders = list(dict.fromkeys(a.encoder for a in aniso))
+    norms = list(dict.fromkeys(a.normalization for a in aniso))
+    colours = {enc: f"C{i}" for i, enc in enumerate(encoders)}
+    layers = sorted({a.layer for a in aniso})
+    layered = any(len({a.layer for a in aniso if a.encoder == enc}) > 1 for enc in encoders)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    if layered:
+        series = {f"{enc} ({norm})": [(a.layer, a.mean_cosine) for a in aniso
+                                      if a.encoder == enc and a.normalization == norm]
+                  for enc in encoders for norm in norms}
+        series = {n: pts for n, pts in series.items() if pts}
+        _layer_lines(ax, series, {f"{enc} ({norm})": STYLES[j % len(STYLES)] for enc in encoders
+                                  for j, norm in enumerate(norms)},
+                     {f"{enc} ({norm})": colours[enc] for enc in encoders for norm in norms}, layers)
+    else:
+        _bars(ax, encoders, norms, {(a.encoder, a.normalization): a.mean_cosine for a in aniso}, colours, "%.3f")
+        ax.set_xlabel("encoder (bars: feature normalisation)")
+    ax.axhline(0, color="black", linewidth=0.6)
+    low = min((a.mean_cosine for a in aniso), default=0.0)
+    ax.set_ylim(min(-0.05, low - 0.05), 1.05)  # the cosine's own scale: 0.004 looks like 0
+    ax.set_ylabel("mean cosine of random frame pairs")
+    ax.grid(alpha=0.3, axis="y" if not layered else "both")
+    _legend(ax, not layered, "encoder (normalisation)" if layered else "normalisation")
+    ax.set_title(title or "Anisotropy: mean cosine of random frame pairs from different recordings\n"
+                 "(0 = directions spread evenly, 1 = all frames point the same way)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
     fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)
     return path
+
+
+def plot_retrieval(folder: Path, rows: Sequence[ResultRow], title: str = "") -> Path:
+    """``retrieval_by_layer.png``: P@10 and R@10 per representation (with its encoder's name) and
+    normalisation: lines across layers when a representation has several layers (a one-layer
+    representation is a marker at its layer and a dotted level line), else grouped bars."""
+    return _save(retrieval_figure(rows, title), folder / "retrieval_by_layer.png")
+
+
+def plot_anisotropy(folder: Path, aniso: Sequence[AnisotropyRow], title: str = "") -> Path:
+    """``anisotropy_by_layer.png``: mean cosine of random pairs per encoder and normalisation,
+    across layers (or bars when every encoder has one layer)."""
+    return _save(anisotropy_figure(aniso, title), folder / "anisotropy_by_layer.png")

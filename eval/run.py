@@ -1,4 +1,4 @@
-"""``python -m eval run --corpus DIR --encoder mfcc|PATH.onnx --out RESULTS_DIR [--quick]``.
+"""``python -m eval run --corpus DIR --encoder mfcc|PATH.onnx --out RESULTS_DIR [--targets auto] [--quick]``.
 
 The study's whole chain with the runtime's own components, stage by stage:
 
@@ -15,7 +15,13 @@ The study's whole chain with the runtime's own components, stage by stage:
 
 A rerun finds the encodings and scores in the cache (``RESULTS_DIR/cache`` or ``--cache``) and
 only redoes what is missing; the stage wall times go to ``timings.json`` and stderr. ``--quick``
-draws a small protocol (:data:`QUICK_PROTOCOL`) for CI.
+draws a small protocol (:data:`QUICK_PROTOCOL`) for CI. Sizes: ``--targets N|auto``,
+``--queries-per-target N``, ``--negatives N|auto`` (``auto``: as many as the corpus allows, at
+most the default; ``--targets auto`` implies ``--negatives auto`` unless a number is given); a
+corpus too small for the sizes asked is an error naming the option and the largest value that
+works. Relevance is by transcript; the query's own sentence is left out of its ranking unless
+``--include-own`` (the study's convention); the summary shows both. ``--mfcc-cmn`` chooses the
+eval MFCC's normalisation (:mod:`eval.representations`; default per utterance).
 """
 
 from __future__ import annotations
@@ -30,12 +36,12 @@ from pathlib import Path
 
 from eval.protocol import ProtocolOptions
 from eval.rank import NORMALIZATIONS, RankOptions
-from eval.representations import EncodeOptions
+from eval.representations import MFCC_CMN, EncodeOptions
 from kwsstream.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-QUICK_PROTOCOL = ProtocolOptions(targets=3, queries_per_target=5, negatives=20, allow_fewer=True)
+QUICK_PROTOCOL = ProtocolOptions(targets=3, queries_per_target=5, negatives=20, fit_targets=True, fit_negatives=True)
 """``--quick``: at most 3 targets × 5 queries and 20 negatives, fewer if the corpus is small."""
 DEFAULT_PAIRS = 20_000
 QUICK_PAIRS = 2_000
@@ -57,6 +63,9 @@ class RunOptions:
         mfcc_baseline: with another encoder than MFCC-13, also score MFCC-13 (the baseline).
         pairs: random frame pairs per anisotropy measurement.
         progress: show progress bars (on a terminal).
+        include_own: rank the query's own sentence and count it relevant (the study's convention)
+            in ``results.csv``, the plots and the summary's tables (the summary shows both).
+        mfcc_cmn: the eval MFCC's normalisation (:data:`eval.representations.MFCC_CMN`).
     """
 
     corpus: Path
@@ -72,6 +81,8 @@ class RunOptions:
     mfcc_baseline: bool = True
     pairs: int = DEFAULT_PAIRS
     progress: bool = True
+    include_own: bool = False
+    mfcc_cmn: str = MFCC_CMN[0]
 
 
 @dataclass
@@ -103,12 +114,13 @@ def run(options: RunOptions) -> RunResult:
     corpus = read_corpus(options.corpus, options.split, alignments=options.alignments)
     protocol = make_protocol(corpus, options.protocol)
     result.files["protocol"] = write_protocol(protocol, out)
+    print(f"protocol: {protocol.sizes()}{_fit_note(options.protocol, protocol)}", file=sys.stderr)
     timings["protocol"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    encoders = [describe_encoder(options.encoder)]
+    encoders = [describe_encoder(options.encoder, options.mfcc_cmn)]
     if not encoders[0].baseline and options.mfcc_baseline:
-        encoders.append(describe_encoder(BASELINE_SPEC))
+        encoders.append(describe_encoder(BASELINE_SPEC, options.mfcc_cmn))
     unknown = sorted(set(options.layers or ()) - set(encoders[0].layers))
     if unknown:
         raise UsageError(f"--layers {unknown} are not in {options.encoder} (it has {list(encoders[0].layers)})")
@@ -127,26 +139,69 @@ def run(options: RunOptions) -> RunResult:
         aniso += scored.anisotropy
 
     t = time.perf_counter()
-    result.files["results"] = report.write_results(out, rows)
+    chosen = [r for r in rows if r.include_own == options.include_own]
+    own = ("included in its ranking and relevant (the study's convention, --include-own)" if options.include_own
+           else "left out of its ranking (default)")
+    sizes = protocol.sizes()
+    result.files["results"] = report.write_results(out, chosen)
     result.files["anisotropy"] = report.write_anisotropy(out, aniso)
-    result.files["retrieval_plot"] = report.plot_retrieval(out, rows)
-    result.files["anisotropy_plot"] = report.plot_anisotropy(out, aniso)
+    result.files["retrieval_plot"] = report.plot_retrieval(
+        out, chosen, f"Keyword retrieval on {corpus.root.name}: {sizes}; the query's own sentence "
+                     f"{'included' if options.include_own else 'excluded'}")
+    result.files["anisotropy_plot"] = report.plot_anisotropy(
+        out, aniso, f"Anisotropy on {corpus.root.name} ({len(protocol.sentences)} sentences): mean cosine of "
+                    "random frame pairs from different recordings\n(0 = directions spread evenly, "
+                    "1 = every frame points the same way)")
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     facts = {"corpus": f"{corpus.root} ({corpus.tsv.name}, alignments: {corpus.alignment_source})",
-             "encoder": f"{options.encoder} ({encoders[0].name}, layers {list(encoders[0].layers)})",
-             "protocol": f"{len(protocol.targets)} targets, {len(protocol.queries)} queries, "
-                         f"{len(protocol.sentences)} searched sentences, seed {protocol.options.seed} "
-                         f"(protocol.json, key {protocol.key})",
+             "encoder": f"{options.encoder} ({encoders[0].label}, layers {list(encoders[0].layers)})"
+                        + (f"; baseline {encoders[1].label}" if len(encoders) > 1 else ""),
+             "protocol": f"{sizes}, seed {protocol.options.seed} (protocol.json, key {protocol.key})"
+                         + _fit_note(options.protocol, protocol),
+             "query's own sentence": own,
              "normalisations": ", ".join(options.rank.normalizations)}
-    summary = report.summary_markdown(rows, aniso, {"encoder": encoders[0].name, "facts": facts,
-                                                     "targets": protocol.targets, "timings": timings})
+    n_queries = len(protocol.queries)
+    context = {"encoder": encoders[0].label, "facts": facts, "targets": protocol.targets, "timings": timings,
+               "include_own": options.include_own,
+               "protocol": {"targets": len(protocol.targets), "queries_per_target": protocol.options.queries_per_target,
+                            "queries": n_queries, "negatives": len(protocol.sentences) - n_queries,
+                            "sentences": len(protocol.sentences), "note": _fit_note(options.protocol, protocol).strip("; ")}}
+    if any(info.baseline for info in encoders):
+        context["mfcc_cmn"] = (
+            "per utterance (the runtime's MFCC-13 without its causal 1 s mean normalisation, each "
+            "recording's mean removed: the study's offline setting; `--mfcc-cmn causal` for the runtime's)"
+            if options.mfcc_cmn == "utterance" else
+            "causal over about 1 s (the runtime's live setting; `--mfcc-cmn utterance` for the study's)")
+    summary = report.summary_markdown(rows, aniso, context)
     result.files["summary"] = out / "summary.md"
     result.files["summary"].write_text(summary + "\n", encoding="utf-8")
     result.files["timings"] = out / TIMINGS_FILE
     result.files["timings"].write_text(json.dumps({k: round(v, 3) for k, v in timings.items()}, indent=1) + "\n")
     result.timings = timings
     return result
+
+
+def _fit_note(asked: ProtocolOptions, protocol) -> str:
+    """What ``auto`` sizes came to, e.g. ``; --targets auto: 6 of at most 30 targets``."""
+    parts = []
+    if asked.fit_targets:
+        parts.append(f"{len(protocol.targets)} of at most {asked.targets} targets")
+    if asked.fit_negatives:
+        parts.append(f"{len(protocol.sentences) - len(protocol.queries)} of at most {asked.negatives} negatives")
+    return f"; auto sizes, as many as the corpus allows: {', '.join(parts)}" if parts else ""
+
+
+def _size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto', got {text!r}")
+    return value
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -176,9 +231,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=_int_list, help="layers to score, e.g. 0,12,24 (default all)")
     parser.add_argument("--normalizations", type=_norm_list, default=NORMALIZATIONS,
                         help=f"comma list among {','.join(NORMALIZATIONS)} (default all)")
-    parser.add_argument("--targets", type=int, help="target words (default 30)")
+    parser.add_argument("--targets", type=_size,
+                        help="target words, or auto: as many as the corpus allows, at most 30 (default 30; "
+                             "auto also sets --negatives auto unless it is given)")
     parser.add_argument("--queries-per-target", type=int, help="queries per target word (default 10)")
-    parser.add_argument("--negatives", type=int, help="negative sentences (default 700)")
+    parser.add_argument("--negatives", type=_size,
+                        help="negative sentences, or auto: as many as the corpus allows, at most 700 (default 700)")
+    parser.add_argument("--include-own", action="store_true",
+                        help="rank the query's own sentence and count it relevant (the study's convention; "
+                             "contextual P@1 is then 100%% by construction); default: left out")
+    parser.add_argument("--mfcc-cmn", choices=MFCC_CMN, default=MFCC_CMN[0],
+                        help="the eval MFCC's mean normalisation: utterance (default, offline, as the study) or "
+                             "causal (the runtime's live 1 s running mean)")
     parser.add_argument("--seed", type=int, default=0, help="protocol seed (default 0)")
     parser.add_argument("--workers", type=int, default=0, help="encoding processes (default: one per core for ONNX)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads per encoding process")
@@ -191,7 +255,14 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     """:class:`RunOptions` from parsed arguments."""
     protocol = QUICK_PROTOCOL if args.quick else ProtocolOptions()
     overrides = {name: value for name, value in (("targets", args.targets), ("negatives", args.negatives),
-                                                 ("queries_per_target", args.queries_per_target)) if value is not None}
+                                                 ("queries_per_target", args.queries_per_target))
+                 if value is not None and value != "auto"}
+    if args.targets == "auto":
+        overrides["fit_targets"] = True
+        if args.negatives is None:
+            overrides["fit_negatives"] = True
+    if args.negatives == "auto":
+        overrides["fit_negatives"] = True
     protocol = replace(protocol, seed=args.seed, **overrides)
     return RunOptions(
         corpus=args.corpus, encoder=args.encoder, out=args.out, cache=args.cache, split=args.split,
@@ -199,7 +270,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         encode=EncodeOptions(workers=args.workers, threads=args.threads),
         rank=RankOptions(normalizations=args.normalizations), layers=args.layers,
         mfcc_baseline=not args.no_mfcc, pairs=args.pairs or (QUICK_PAIRS if args.quick else DEFAULT_PAIRS),
-        progress=not args.no_progress)
+        progress=not args.no_progress, include_own=args.include_own, mfcc_cmn=args.mfcc_cmn)
 
 
 def main(args: argparse.Namespace) -> int:

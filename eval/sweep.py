@@ -91,9 +91,10 @@ def score_layers(protocol: Protocol, info: EncoderInfo, layers: Sequence[int], c
     sentence_items, segment_items = protocol_items(protocol)
     sentence_keys = [item.key for item in sentence_items]
     segment_keys = [item.key for item in segment_items]
-    relevant, keyword_of = protocol.relevance(), protocol.keyword_of()
+    relevant, keyword_of, own = protocol.relevance(), protocol.keyword_of(), protocol.own_sentence()
+    label = info.label or info.name
     out = Scored()
-    for layer in tqdm(layers, desc=f"layers {info.name}", unit="layer", disable=not options.progress or None):
+    for layer in tqdm(layers, desc=f"layers {label}", unit="layer", disable=not options.progress or None):
         files = {(rep, norm): folder / f"{rep}_L{layer:02d}_{norm}.npy" for rep in reps for norm in norms}
         aniso_file = folder / f"anisotropy_L{layer:02d}.json"
         need_scores = not all(p.is_file() for p in files.values())
@@ -102,11 +103,13 @@ def score_layers(protocol: Protocol, info: EncoderInfo, layers: Sequence[int], c
                            files if need_scores else {}, aniso_file, options, timings)
         t = time.perf_counter()
         for (rep, norm), path in files.items():
-            retrieval = precision_recall(np.load(path), relevant, keyword_of)
-            out.rows += [ResultRow(rep, layer, norm, k, float(p), float(r))
-                         for k, p, r in zip(retrieval.ks, retrieval.precision, retrieval.recall)]
+            scores = np.load(path)
+            for include_own in (False, True):  # both conventions: the scores are the same
+                retrieval = precision_recall(scores, relevant, keyword_of, excluded=None if include_own else own)
+                out.rows += [ResultRow(rep, layer, norm, k, float(p), float(r), label, include_own)
+                             for k, p, r in zip(retrieval.ks, retrieval.precision, retrieval.recall)]
         for item in json.loads(aniso_file.read_text()):
-            out.anisotropy.append(AnisotropyRow(info.name, layer, item["normalization"], item["mean_cosine"],
+            out.anisotropy.append(AnisotropyRow(label, layer, item["normalization"], item["mean_cosine"],
                                                 item["pairs"], tuple(tuple(x) for x in item["top"])))
         timings["metrics"] = timings.get("metrics", 0.0) + time.perf_counter() - t
     return out
@@ -118,18 +121,20 @@ def _compute_layer(protocol: Protocol, info: EncoderInfo, layer: int, cache: Fea
     """Load one layer; rank every representation's queries and write ``files`` (when given);
     measure anisotropy and write ``aniso_file``."""
     t = time.perf_counter()
-    sentences, s_off = cache.load(layer, sentence_keys)
+    label = f"{info.label or info.name} L{layer}"
+    bar = (lambda what: f"{what} {label}") if options.progress else (lambda what: None)
+    sentences, s_off = cache.load(layer, sentence_keys, bar("load sentences"))
     stats = corpus_stats(sentences)
     query_sets = []
     for rep in reps if files else ():
         if rep in (WORD, MFCC):
-            query_sets.append(cache.load(layer, segment_keys))
+            query_sets.append(cache.load(layer, segment_keys, bar("load queries")))
         else:
             query_sets.append(_contextual(sentences, s_off, protocol, info))
     timings["load"] = timings.get("load", 0.0) + time.perf_counter() - t
     if files:
         clock = StageClock()
-        ranked = rank_queries(query_sets, sentences, s_off, stats, options.rank, clock)
+        ranked = rank_queries(query_sets, sentences, s_off, stats, options.rank, clock, bar("S-DTW"))
         for key, seconds in clock.seconds.items():
             timings[key] = timings.get(key, 0.0) + seconds
         for rep, scores in zip(reps, ranked):
