@@ -315,6 +315,8 @@ def summary_markdown(rows: Sequence[ResultRow], aniso: Sequence[AnisotropyRow], 
 
 STYLES = ("-", "--", ":", "-.")
 HATCHES = ("", "//", "..", "xx")
+SINGLE_MARKERS = {"-": "D", "--": "s", ":": "^", "-.": "v"}
+"""A one-layer representation's marker, per normalisation's line style."""
 
 
 def _pyplot():
@@ -367,7 +369,7 @@ def _layer_lines(ax, series: dict[str, list[tuple[int, float]]], styles: dict[st
         colour, style = colours[name], styles[name]
         if len(pts) == 1:
             (layer, value), = pts
-            ax.plot([layer], [value], "D", color=colour, markersize=7, label=name)
+            ax.plot([layer], [value], SINGLE_MARKERS.get(style, "D"), color=colour, markersize=7, label=name)
             ax.hlines(value, min(layers), max(layers), colors=colour, linestyles=":", linewidth=1)
         else:
             ax.plot(*zip(*pts), style, color=colour, marker="o", markersize=3, label=name)

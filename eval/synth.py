@@ -296,4 +296,25 @@ def main(args: argparse.Namespace) -> int:
                              force=args.force)
     print(f"wrote {info['sentences']} clips ({info['hours'] * 60:.1f} min), "
           f"{len(info['targets'])} target words, to {args.out}", file=sys.stderr)
+    warning = protocol_fit_warning(info)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def protocol_fit_warning(info: dict) -> str | None:
+    """What ``python -m eval run``'s default protocol (30 targets x 10 queries, 700 negatives)
+    cannot get from a corpus described by ``info`` (``synth.json``), and what to run instead;
+    ``None`` when it fits."""
+    from eval.protocol import ProtocolOptions
+
+    default = ProtocolOptions()
+    targets = len(info["targets"])
+    negatives = info["sentences"] - targets * info["queries_per_target"]
+    if targets >= default.targets and negatives >= default.negatives:
+        return None
+    return (f"this corpus holds {targets} target words x {info['queries_per_target']} queries and at most "
+            f"{negatives} negatives, too few for the default protocol of 'python -m eval run' "
+            f"({default.targets} x {default.queries_per_target}, {default.negatives} negatives; needs about "
+            f"{default.targets * default.queries_per_target + default.negatives} sentences): run it with "
+            f"--targets auto, or --targets {targets} --negatives {negatives}")

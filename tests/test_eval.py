@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,20 @@ def test_metrics_against_a_hand_worked_ranking():
     # P@K: keyword 0 averages its two queries, then the two keywords are averaged
     np.testing.assert_allclose(result.precision, [(0.5 + 0) / 2, (0.5 + 0) / 2, (0.5 + 1 / 3) / 2])
     np.testing.assert_allclose(result.recall, [(0.25 + 0) / 2, (0.5 + 0) / 2, (0.75 + 1) / 2])
+
+
+def test_metrics_leave_excluded_sentences_out_of_the_ranking():
+    scores = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.1, 0.2, 0.3]])
+    relevant = np.array([[1, 1, 0, 0], [1, 0, 1, 0]], bool)
+    own = np.array([[1, 0, 0, 0], [1, 0, 0, 0]], bool)
+    kept = precision_recall(scores, relevant, np.array([0, 0]), ks=(1, 2, 3, 4))
+    assert kept.ks == (1, 2, 3, 4) and kept.at(1) == (0.5, 0.25)
+    out = precision_recall(scores, relevant, np.array([0, 0]), ks=(1, 2, 3, 4), excluded=own)
+    # query 0 ranks 1, 2, 3 (1 relevant); query 1 ranks 1, 2, 3 (2 relevant): P@1 = (1 + 0) / 2
+    assert out.ks == (1, 2, 3) and out.at(1) == (0.5, 0.5) and out.at(2) == (0.5, 1.0)
+    with pytest.raises(Exception, match="no relevant"):  # its only relevant sentence is its own
+        precision_recall(scores, relevant & ~np.array([[0, 1, 0, 0], [0, 0, 1, 0]], bool), np.array([0, 0]),
+                         excluded=own)
 
 
 def test_metrics_refuse_queries_without_relevant_sentences():
@@ -98,7 +113,7 @@ def test_anisotropy_finds_the_rogue_dimension():
 
 
 def test_cache_keeps_values_beyond_float16(tmp_path):
-    info = describe_encoder("mfcc")
+    info = describe_encoder("mfcc", "causal")
     cache = FeatureCache(tmp_path, info)
     small = np.full((3, info.dim), 0.5, np.float32)
     huge = np.full((2, info.dim), 1e6, np.float32)
@@ -108,6 +123,24 @@ def test_cache_keeps_values_beyond_float16(tmp_path):
     assert np.load(cache.path(0, "a")).dtype == np.float16 and np.load(cache.path(0, "b")).dtype == np.float32
     frames, offsets = cache.load(0, ["a", "b"])
     assert offsets.tolist() == [0, 3, 5] and frames[3, 0] == 1e6 and frames[0, 0] == 0.5
+
+
+def test_eval_mfcc_removes_each_recordings_mean(tmp_path):
+    """``--mfcc-cmn utterance`` (default): the runtime's MFCC without its causal normalisation (its
+    own identity, so its own cache), each item's mean removed at load; ``causal``: the runtime's."""
+    causal, utterance = describe_encoder("mfcc", "causal"), describe_encoder("mfcc")
+    assert utterance.key != causal.key and utterance.utterance_mean and not causal.utterance_mean
+    assert utterance.open().identity["cmn_seconds"] is None and causal.open().identity["cmn_seconds"] == 1.0
+    cache = FeatureCache(tmp_path, utterance)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 13)) + 3, rng.standard_normal((7, 13)) - 2
+    cache.write("a", {0: a})
+    cache.write("b", {0: b})
+    frames, off = cache.load(0, ["a", "b"])
+    np.testing.assert_allclose(frames[:5], a.astype(np.float16) - a.astype(np.float16).astype(np.float32).mean(0), atol=1e-5)
+    assert np.abs(frames[5:].mean(axis=0)).max() < 1e-5
+    with pytest.raises(Exception, match="mfcc-cmn"):
+        describe_encoder("mfcc", "sometimes")
 
 
 def test_segment_frames_follow_the_enrollment_rule():
@@ -143,10 +176,20 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _run(corpus: Path, encoder: Path | str, out: Path) -> int:
+def _run(corpus: Path, encoder: Path | str, out: Path, *extra: str) -> int:
     from eval.__main__ import main
 
-    return main(["run", "--corpus", str(corpus), "--encoder", str(encoder), "--out", str(out), "--quick", "--no-progress"])
+    return main(["run", "--corpus", str(corpus), "--encoder", str(encoder), "--out", str(out), "--quick",
+                 "--no-progress", *extra])
+
+
+def _plotted_pixels(path: Path) -> float:
+    """Share of the PNG's pixels that are coloured (not white, grey or black): bars, markers and
+    lines in the tab10 colours; axes, text and grid are not."""
+    from matplotlib.image import imread
+
+    rgb = imread(path)[..., :3]
+    return float(((rgb.max(axis=2) - rgb.min(axis=2)) > 0.2).mean())
 
 
 def test_quick_chain_with_an_all_layers_model(corpus_dir, tiny_model, tmp_path):
@@ -168,12 +211,13 @@ def test_quick_chain_with_an_all_layers_model(corpus_dir, tiny_model, tmp_path):
         assert [k for k, _, _ in mine] == ks
         assert all(0 <= p <= 1 and 0 <= r <= 1 for _, p, r in mine)
         assert all(a[2] <= b[2] + 1e-12 for a, b in itertools.pairwise(mine)), f"recall decreases in K for {combo}"
-        if combo[0] == "contextual":  # the query's own sentence is searched: it comes first
-            assert mine[0][1] == 1.0, combo
     aniso = _rows(out / "anisotropy.csv")
     assert len(aniso) == 3 * (TINY_LAYERS + 2) and all(-1 <= float(a["mean_cosine"]) <= 1 for a in aniso)
     summary = (out / "summary.md").read_text(encoding="utf-8")
-    assert "P@K and R@K" in summary and "contextual (layer" in summary
+    assert "P@K and R@K" in summary and "contextual — tiny-xlsr-fp32 (layer" in summary
+    assert "## How to read this" in summary and "arXiv 2506.11096" in summary and "**P@K**" in summary
+    own = summary.split("## The query's own sentence")[1].split("##")[0]
+    assert all(line.split(" | ")[3] == "100.0%" for line in own.splitlines() if line.startswith("| contextual"))
     assert "## Which wins where" in summary and "- word (layer" in summary and "| word vs mfcc |" in summary
     for name in ("retrieval_by_layer.png", "anisotropy_by_layer.png"):
         assert (out / name).stat().st_size > 1000
@@ -185,11 +229,23 @@ def test_quick_chain_with_an_all_layers_model(corpus_dir, tiny_model, tmp_path):
 
 
 def test_quick_chain_with_mfcc(corpus_dir, tmp_path):
+    """MFCC alone: its one layer is drawn (bars), and with the study's convention (--include-own)
+    contextual P@1 is 100 % by construction, while the default leaves the own sentence out."""
     out = tmp_path / "mfcc"
     assert _run(corpus_dir, "mfcc", out) == 0
     rows = _rows(out / "results.csv")
     assert {r["representation"] for r in rows} == {"mfcc", "mfcc-contextual"}
-    assert all(float(r["precision"]) == 1.0 for r in rows if r["representation"] == "mfcc-contextual" and r["k"] == "1")
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "MFCC-13 (per-utterance CMN)" in summary and "left out of its ranking" in summary
+    own = tmp_path / "own"
+    assert _run(corpus_dir, "mfcc", own, "--include-own") == 0
+    included = _rows(own / "results.csv")
+    assert all(float(r["precision"]) == 1.0 for r in included if r["representation"] == "mfcc-contextual" and r["k"] == "1")
+    assert "the study's convention, --include-own" in (own / "summary.md").read_text(encoding="utf-8")
+    p1 = {r["representation"]: float(r["precision"]) for r in rows if r["k"] == "1" and r["normalization"] == "none"}
+    assert all(0 <= p <= 1 for p in p1.values())
+    assert _plotted_pixels(out / "retrieval_by_layer.png") > 0.02  # bars, not an empty frame
+    # (MFCC's anisotropy bars are about 0.004 high on the cosine's 0-1 scale: checked on the figure)
 
 
 def test_summary_says_which_representation_wins_where():
@@ -240,8 +296,33 @@ def test_protocol_rules(corpus_dir):
     relevant = protocol.relevance()
     assert all(relevant[i, q.sentence] for i, q in enumerate(protocol.queries))
     assert (relevant.sum(axis=1) == 6).all()
-    with pytest.raises(ProtocolError, match="negative sentences"):
+    own = protocol.own_sentence()
+    assert (own.sum(axis=1) == 1).all() and (relevant & ~own).sum(axis=1).tolist() == [5] * 18
+    # sizes: an error names the option and the largest value that works; auto takes what fits
+    with pytest.raises(ProtocolError, match=r"negative sentences .*use --negatives (\d+) \(the most") as error:
         make_protocol(corpus, ProtocolOptions(targets=3, negatives=10_000))
+    most = int(re.search(r"--negatives (\d+)", str(error.value)).group(1))
+    assert len(make_protocol(corpus, ProtocolOptions(targets=3, negatives=most)).sentences) == 3 * 10 + most
+    with pytest.raises(ProtocolError, match=r"only (\d+) target words .*use --targets \1 .*--targets auto"):
+        make_protocol(corpus, ProtocolOptions(targets=500, negatives=0))
+    fitted = make_protocol(corpus, ProtocolOptions(targets=500, negatives=10_000, fit_targets=True, fit_negatives=True))
+    assert 1 <= len(fitted.targets) < 500 and len(fitted.sentences) - len(fitted.queries) == most
+    assert fitted.sizes().startswith(f"{len(fitted.targets)} targets x 10 queries, {most} negatives")
+    with pytest.raises(ProtocolError, match=r"use --queries-per-target \d+ or lower"):
+        make_protocol(corpus, ProtocolOptions(targets=3, queries_per_target=10_000, negatives=0))
+
+
+def test_cli_sizes_auto(corpus_dir, tmp_path, capsys):
+    """``--targets auto`` runs where the default sizes do not fit, and prints what it took."""
+    from eval.__main__ import main
+
+    base = ["run", "--corpus", str(corpus_dir), "--encoder", "mfcc", "--no-progress", "--layers", "0",
+            "--normalizations", "none", "--pairs", "200"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 2
+    assert "--targets auto" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "b"), "--targets", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"protocol: \d+ targets x 10 queries, \d+ negatives .*auto sizes", err), err
 
 
 def test_none_distances_and_scores_are_the_runtimes_number_for_number():
@@ -276,3 +357,57 @@ def test_none_distances_and_scores_are_the_runtimes_number_for_number():
         want = np.empty(len(queries), np.float32)
         want[templates.order] = best
         assert np.array_equal(got["none"][:, j], want), j
+
+
+# -- plots carry their data ----------------------------------------------------------------------------
+
+def _bar_heights(ax) -> list[float]:
+    from matplotlib.patches import Rectangle
+
+    return [round(p.get_height(), 6) for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def test_one_layer_plots_draw_every_representation_as_bars():
+    """Every encoder has one layer (MFCC, speech_embedding): each representation x normalisation is
+    a bar of its value, named with its encoder; titles say what is shown."""
+    from eval.report import AnisotropyRow, ResultRow, anisotropy_figure, retrieval_figure
+
+    rows = [ResultRow(rep, 0, norm, k, p + (k == 10) * 0.1, p / 2, enc)
+            for rep, enc, p in (("word", "speech-embedding", 0.5), ("contextual", "speech-embedding", 0.4),
+                                ("mfcc", "MFCC-13 (per-utterance CMN)", 0.3))
+            for norm in ("none", "zscore") for k in (1, 10)]
+    fig = retrieval_figure(rows, "a title")
+    precision, recall = fig.axes[:2]
+    assert sorted(_bar_heights(precision)) == sorted(round(r.precision, 6) for r in rows if r.k == 10)
+    assert sorted(_bar_heights(recall)) == sorted(round(r.recall, 6) for r in rows if r.k == 10)
+    ticks = [t.get_text() for t in precision.get_xticklabels()]
+    assert ticks == ["word\nspeech-embedding", "contextual\nspeech-embedding", "mfcc\nMFCC-13 (per-utterance CMN)"]
+    assert fig._suptitle.get_text() == "a title" and precision.get_title().startswith("P@10")
+    assert [t.get_text() for t in recall.get_legend().get_texts()] == ["none", "zscore"]
+    aniso = [AnisotropyRow(enc, 0, norm, c, 100, ((0, 0.5),)) for enc, c in (("speech-embedding", 0.31),
+                                                                              ("MFCC-13", 0.004))
+             for norm in ("none", "center")]
+    fig = anisotropy_figure(aniso)
+    (ax,) = fig.axes
+    assert sorted(_bar_heights(ax)) == sorted(round(a.mean_cosine, 6) for a in aniso)
+    assert ax.get_ylim()[1] >= 1 and ax.get_title()
+
+
+def test_layer_plots_draw_lines_and_one_layer_representations_as_markers(tmp_path):
+    from eval.report import AnisotropyRow, ResultRow, anisotropy_figure, plot_retrieval, retrieval_figure
+
+    rows = [ResultRow("word", layer, "none", 10, 0.1 * layer, 0.05 * layer, "xlsr") for layer in range(4)]
+    rows += [ResultRow("mfcc", 0, "none", 10, 0.25, 0.2, "MFCC-13")]
+    fig = retrieval_figure(rows)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["word — xlsr (none)"].get_ydata(), [0, 0.1, 0.2, 0.3])
+    assert list(lines["word — xlsr (none)"].get_xdata()) == [0, 1, 2, 3]
+    marker = lines["mfcc — MFCC-13 (none)"]
+    assert list(marker.get_ydata()) == [0.25] and marker.get_marker() == "D"
+    aniso = [AnisotropyRow("xlsr", layer, "none", 0.2 * layer, 10, ()) for layer in range(4)]
+    aniso.append(AnisotropyRow("MFCC-13", 0, "none", 0.01, 10, ()))
+    lines = {line.get_label(): line for line in anisotropy_figure(aniso).axes[0].get_lines()}
+    assert list(lines["MFCC-13 (none)"].get_ydata()) == [0.01]
+    # and the saved file has the data's colours in it, not only axes and text
+    assert _plotted_pixels(plot_retrieval(tmp_path, rows)) > 0.001

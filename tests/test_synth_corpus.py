@@ -168,3 +168,12 @@ def test_synth_cli_refuses_a_non_empty_folder(tmp_path, capsys):
     (tmp_path / "x").write_text("keep", encoding="utf-8")
     assert main(["synth", "--out", str(tmp_path), "--sentences", "2"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_synth_warns_when_the_default_protocol_cannot_fit():
+    from eval.synth import protocol_fit_warning
+
+    small = {"sentences": 200, "targets": ["a"] * 6, "queries_per_target": 10}
+    text = protocol_fit_warning(small)
+    assert "--targets auto" in text and "--targets 6 --negatives 140" in text
+    assert protocol_fit_warning({"sentences": 1000, "targets": ["a"] * 30, "queries_per_target": 10}) is None
