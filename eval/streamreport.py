@@ -62,6 +62,10 @@ CAL_COLUMNS = ("corpus", "condition", "encoder", "calibration", "keyword", "aske
                "fa_per_hour", "false_alarms", "negative_hours", "keywords", "frr", "frr_macro", "hits",
                "occurrences", "repeats", "ignored")
 ALL = "all"
+OWN_SPAN = "builtin, own span"
+"""Calibration label of the built-in thresholds counted on the own-voice test span only (a
+like-for-like comparison with ``own``: the same audio counted)."""
+CALIBRATIONS = ("builtin", OWN_SPAN, "own")
 
 
 def default_offsets(low: float = -0.3, high: float = 0.3, step: float = 0.005) -> np.ndarray:
@@ -532,8 +536,8 @@ def plot_asked_vs_got(path: Path, title: str, series: dict[tuple[str, str, str],
     lo, hi = min(ASKED) / 3, max(ASKED) * 10
     for ax, calibration in zip(axes[0], calibrations or ["builtin"]):
         grid = np.geomspace(lo, hi, 50)
-        ax.fill_between(grid, grid / 2, grid * 2, color="grey", alpha=0.15, lw=0)
-        ax.plot(grid, grid, color="black", lw=0.8)
+        ax.fill_between(grid, grid / 2, grid * 2, color="grey", alpha=0.15, lw=0, label="×2 of asked")
+        ax.plot(grid, grid, color="black", lw=0.8, label="got = asked")
         markers = "osD^v<>p"
         keys = [k for k in series if k[0] == calibration]
         encoders = sorted({k[1] for k in keys})
@@ -555,7 +559,7 @@ def plot_asked_vs_got(path: Path, title: str, series: dict[tuple[str, str, str],
         ax.set_ylabel("got: false alarms per hour per keyword")
         ax.set_title(f"{title}: {calibration} calibration", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, title="hollow: no false alarm", title_fontsize=7)
+        ax.legend(fontsize=7, title="hollow: no false alarm (drawn at half of one)", title_fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -599,7 +603,8 @@ HOW_TO_READ = (
     "(`calibrate_keywords(..., background=Background.files([held-out file]))`) on the first minutes of the test "
     "stream's own keyword-free prompts (the speaker's other speech, written to `own/`), tested only on the rest "
     "of the stream (events and truth from the first prompt after the held-out part; negative hours counted from "
-    "there) plus the negative streams. **Asked vs got**: every keyword's threshold moved to the asked rate along "
+    "there) plus the negative streams; *builtin, own span* = the built-in thresholds counted on that same test "
+    "span (like for like with *own*). **Asked vs got**: every keyword's threshold moved to the asked rate along "
     "its stored false-alarm curve (`set_sensitivity(keyset, name, fa_per_hour=T)`, what `--fa-per-hour T` does), "
     "and the false alarms per hour per keyword actually got. **FRR** micro = missed occurrences / occurrences "
     "(pooled); macro = mean over keywords of each keyword's FRR. **FA/h** = false alarms per hour *per keyword*: "
@@ -627,7 +632,8 @@ def summary_markdown(ops: Sequence[dict], runs: Sequence[dict], plots: Sequence[
     lines += [*notes, ""] if notes else []
     if own:
         lines += ["Own-voice calibration:", "", *[f"- {o}" for o in own], ""]
-    cals = [c for c in ("builtin", "own") if any(r["calibration"] == c for r in ops)]
+    cals = [c for c in CALIBRATIONS if any(r["calibration"] == c for r in ops)]
+    per_keyword = [c for c in ("builtin", "own") if c in cals]
     groups = _groups(ops)
 
     def op(key, calibration, point, keyword=ALL):
@@ -701,15 +707,15 @@ def summary_markdown(ops: Sequence[dict], runs: Sequence[dict], plots: Sequence[
     lines += ["", "## Per keyword at the enrollment point", "",
               "FA/h of one keyword = its false alarms / hours of negative audio (*h*).", "",
               "| corpus | condition | encoder | keyword | " + " | ".join(
-                  f"{c}: h | {c}: occ. | {c}: threshold | {c}: FRR | {c}: FA/h (n)" for c in cals)
+                  f"{c}: h | {c}: occ. | {c}: threshold | {c}: FRR | {c}: FA/h (n)" for c in per_keyword)
               + " | latency median / p95 (s, builtin) |",
-              "| --- " * (4 + 5 * len(cals) + 1) + "|"]
+              "| --- " * (4 + 5 * len(per_keyword) + 1) + "|"]
     for key in groups:
         names = [r["keyword"] for r in ops if (r["corpus"], r["condition"], r["encoder"]) == key
                  and r["point"] == "enrollment" and r["keyword"] != ALL and r["calibration"] == cals[0]]
         for name in names:
             cells = []
-            for c in cals:
+            for c in per_keyword:
                 e = op(key, c, "enrollment", name)
                 cells.append("– | – | – | – | –" if e is None else
                              f"{e['negative_hours']:.2f} | {e['occurrences']} | {_num(e['threshold'], 3)} | "

@@ -209,6 +209,8 @@ def test_end_to_end_on_a_tiny_synthetic_corpus(tmp_path):
     by = {r["calibration"]: r for r in det2}
     assert math.isclose(float(by["own"]["negative_hours"]), (stream_s - split.test_start + 20) / 3600, rel_tol=1e-3)
     assert int(by["own"]["occurrences"]) == int((truth.start >= split.test_start).sum())
+    assert (by[report.OWN_SPAN]["negative_hours"], by[report.OWN_SPAN]["occurrences"]) == (
+        by["own"]["negative_hours"], by["own"]["occurrences"])  # the built-in thresholds on the same span
     assert list((out2 / "own" / "one").glob("es-synth.heldout.*.flac"))
     assert "| one | dry | mfcc | own |" in (out2 / "summary.md").read_text()
 
