@@ -41,7 +41,7 @@ BASELINE = "mfcc"
 PLOT_DPI = 120
 
 
-STUDY = ('the study "Query-by-Example Keyword Spotting..." (arXiv 2506.11096)')
+STUDY = ('the study "Assessing the Impact of Anisotropy in Neural Representations of Speech: A Case Study on Keyword Spotting" (arXiv 2506.11096)')
 REPRESENTATION_TEXT = {
     "word": "the query word's audio encoded alone",
     "contextual": "the query word's frames cut from its whole sentence's encoding",
