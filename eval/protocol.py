@@ -4,7 +4,7 @@ Rule (the study's, every number configurable in :class:`ProtocolOptions`):
 
 1. **Target words** (``targets``, 30): words in matching form (:func:`eval.textnorm.normalize_word`)
    of at least ``min_letters`` (4) letters, not a stopword (:data:`eval.textnorm.SPANISH_STOPWORDS`
-   and :data:`eval.synth.NON_TARGET_WORDS`), one per crude lemma (:func:`eval.textnorm.crude_stem`).
+   and :data:`eval.textnorm.NON_TARGET_WORDS`), one per crude lemma (:func:`eval.textnorm.crude_stem`).
    Candidates are tried in a seeded random order; one is kept when every target kept so far, and
    it, still has ``queries_per_target`` eligible sentences. A synthetic corpus's ``synth.json``
    names the targets it was built for; they are used as they are (``use_synth_targets``).
@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.corpus import Clip, Corpus
-from eval.textnorm import SPANISH_STOPWORDS, crude_stem, normalize_text
+from eval.textnorm import NON_TARGET_WORDS, SPANISH_STOPWORDS, crude_stem, normalize_text
 from kwsstream.errors import KwsError
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,6 @@ def choose_targets(index: _Index, options: ProtocolOptions, rng: np.random.Gener
     only removes the sentences that hold it), so the cost grows with the corpus, not with the
     corpus times the candidates tried.
     """
-    from eval.synth import NON_TARGET_WORDS
 
     needed = options.queries_per_target
     counts: dict[str, int] = {}

@@ -20,7 +20,7 @@ with exactly one target word, plus 700 sentences with none — is possible on 10
 
 1. ``n_targets = min(30, floor(0.3 N / 10))`` target words are drawn (seeded) among fortune words
    of >= 5 letters in 30+ fortunes, not stopwords (:data:`eval.textnorm.SPANISH_STOPWORDS`,
-   :data:`NON_TARGET_WORDS`), one per crude lemma (:func:`eval.textnorm.crude_stem`).
+   :data:`eval.textnorm.NON_TARGET_WORDS`), one per crude lemma (:func:`eval.textnorm.crude_stem`).
 2. Each target gets 10 sentences that contain it once and no other word of any target's lemma;
    the other N - 10 n_targets sentences contain no word of a target's lemma.
 3. While there are enough sentences, every other content-word lemma (>= 4 letters, not a
@@ -44,7 +44,7 @@ import soxr
 
 from eval.espeak import SPANISH_VOICES, Voice, list_variants, make_pool, synthesize_in_worker
 from eval.scenes import add_noise, write_audio
-from eval.textnorm import (SPANISH_STOPWORDS, crude_stem, fortune_sentences, normalize_text,
+from eval.textnorm import (NON_TARGET_WORDS, SPANISH_STOPWORDS, crude_stem, fortune_sentences, normalize_text,
                            normalize_word)
 from kwsstream.errors import UsageError
 
@@ -62,14 +62,6 @@ CANDIDATE_SENTENCES = 30
 """A target word must occur in at least this many fortunes."""
 BEARING_MARGIN = 3
 """... and leave at least this many times 10 sentences with it as the only target word."""
-NON_TARGET_WORDS = frozenset("""
-siempre nunca mientras ningún ninguna ninguno nadie quién cuál cómo dónde cuándo muchas pueden
-puede puedo podemos podría hacer hace hacen sino menos cada bien así pues aquí allí ahora luego
-entonces todavía además aunque según tampoco demasiado bastante mismo misma mismos mismas aquel
-aquella aquello aquellos cualquier alguien alguno alguna viene tiene tienen dice dijo quiere
-sabe cosa cosas mejor peor gran grande tanta tantos tantas toda todas vez veces hoy ayer
-""".split())
-"""Function-like words not in the Snowball stop list that are never chosen as targets."""
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
             "klatt", "klatt2", "klatt3", "klatt4", "miguel", "pablo", "antonio", "marcelo",
             "Andrea", "Alicia", "belinda", "linda", "steph", "anika", "david", "pedro", "victor")

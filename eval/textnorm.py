@@ -156,3 +156,13 @@ def crude_stem(word: str) -> str:
     if stem[-1:] in ("a", "e", "o") and len(stem) > 3:
         stem = stem[:-1]
     return stem
+
+
+NON_TARGET_WORDS = frozenset("""
+siempre nunca mientras ningún ninguna ninguno nadie quién cuál cómo dónde cuándo muchas pueden
+puede puedo podemos podría hacer hace hacen sino menos cada bien así pues aquí allí ahora luego
+entonces todavía además aunque según tampoco demasiado bastante mismo misma mismos mismas aquel
+aquella aquello aquellos cualquier alguien alguno alguna viene tiene tienen dice dijo quiere
+sabe cosa cosas mejor peor gran grande tanta tantos tantas toda todas vez veces hoy ayer
+""".split())
+"""Function-like words not in the Snowball stop list that are never chosen as targets."""
