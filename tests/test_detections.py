@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kwsstream.audio import load_audio
-from kwsstream.calibrate import Background, FaCurve, impostor_costs
+from kwsstream.calibrate import DEFAULT_FA_PER_HOUR, Background, FaCurve, impostor_costs
 from kwsstream.demo import example_files
 from kwsstream.encoders import load_encoder
 from kwsstream.enroll import calibrate_keywords, enroll, enroll_examples, set_sensitivity
@@ -94,10 +94,11 @@ def test_thresholds_are_calibrated_to_the_target_rate_and_movable_without_audio(
         cal = kw.calibration
         assert kw.threshold_source == "calibrated" and cal["method"] == "fa-rate"
         assert cal["background"] == "built-in" and cal["background_hours"] > 0.4
-        assert cal["fa_per_hour"] == 1.0 and cal["expected_fa_per_hour"] == pytest.approx(1.0, rel=0.05)
+        assert cal["fa_per_hour"] == DEFAULT_FA_PER_HOUR
+        assert cal["expected_fa_per_hour"] == pytest.approx(DEFAULT_FA_PER_HOUR, rel=0.05)
     name = keyset.keywords[0].name
     looser = set_sensitivity(keyset, name, fa_per_hour=10.0).get(name)
-    stricter = set_sensitivity(keyset, name, fa_per_hour=0.1).get(name)
+    stricter = set_sensitivity(keyset, name, fa_per_hour=DEFAULT_FA_PER_HOUR / 10).get(name)
     assert stricter.threshold < keyset.keywords[0].threshold < looser.threshold
     assert looser.calibration["expected_fa_per_hour"] == pytest.approx(10.0, rel=0.1)
     user = set_sensitivity(keyset, name, threshold=0.2).get(name)
