@@ -188,6 +188,10 @@ def _cache_key(spotter, path: Path) -> str:
     return digest.hexdigest()
 
 
+def _cache_file(spotter, path: Path) -> Path:
+    return cache_dir() / "background" / f"{_cache_key(spotter, path)}.npz"
+
+
 def _load_cached(file: Path, dim: int) -> tuple[np.ndarray, np.ndarray, int] | None:
     try:
         with np.load(file, allow_pickle=False) as npz:
@@ -204,7 +208,7 @@ def encoded_background(spotter, path: Path) -> tuple[np.ndarray, np.ndarray, int
     (:meth:`kwsstream.spotter.Stream.encode`), and its length in samples; cached per encoder,
     gate settings and file content under :func:`cache_dir` (the bundled background is encoded
     once per encoder, not at every enrollment)."""
-    file = cache_dir() / "background" / f"{_cache_key(spotter, path)}.npz"
+    file = _cache_file(spotter, path)
     cached = _load_cached(file, spotter.encoder.dim) if file.is_file() else None
     if cached is not None:
         return cached
@@ -225,7 +229,7 @@ def encoded_background(spotter, path: Path) -> tuple[np.ndarray, np.ndarray, int
             np.savez(fh, frames=frames, gate=gate, samples=np.int64(samples))
         os.replace(tmp, file)
     except OSError as err:  # a read-only home: calibrate anyway, without the cache
-        _LOG.info("background cache not written (%s)", err)
+        _LOG.warning("the encoded background was not cached (%s): the next enrollment encodes it again", err)
     return frames, gate, samples
 
 
@@ -239,6 +243,9 @@ def impostor_costs(keyset: KeywordSet, encoder: Encoder, background: Background,
     spotter = Spotter(keyset, encoder, thresholds=OPEN_THRESHOLD, options=SpotterOptions(detector=options))
     found: dict[str, list[float]] = {kw.name: [] for kw in keyset.keywords}
     samples = 0
+    if not all(_cache_file(spotter, path).is_file() for path in background.paths):
+        _LOG.info("encoding the background (%s) with %s, once: later calibrations reuse it", background.label,
+                  spotter.encoder.name)
     for path in background.paths:
         frames, gate, n = encoded_background(spotter, path)
         samples += n

@@ -354,17 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _WarningLine(logging.Handler):
-    """The library's warnings (``kwsstream.*`` loggers: e.g. a truncated audio file) as one
-    ``kwsstream: warning: ...`` line each on the current stderr."""
+    """The library's notes and warnings (``kwsstream.*`` loggers: e.g. a truncated audio file, a
+    one-time background encoding) as one ``kwsstream: [warning: ]...`` line each on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        _say(f"kwsstream: warning: {record.getMessage()}")
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        _say(f"kwsstream: {kind}{record.getMessage()}")
 
 
 def _log_warnings_to_stderr() -> None:
     logger = logging.getLogger("kwsstream")
     if not any(isinstance(h, _WarningLine) for h in logger.handlers):
-        logger.addHandler(_WarningLine(logging.WARNING))
+        logger.addHandler(_WarningLine(logging.INFO))
+    logger.setLevel(logging.INFO)
     logger.propagate = False
 
 
