@@ -4,9 +4,7 @@ noise, and audio that cannot be a keyword example is refused (check_example / lo
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from kwsstream.audio import (
     MAX_BLOCK_VALUES, check_example, iter_audio_blocks, load_audio, load_example, prepare_samples,
 )
 from kwsstream.cli import main
+from script_helpers import load_script
 from kwsstream.errors import AudioError
 from kwsstream.keyset import save_keyset
 
@@ -25,15 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "kwsstream" / "data"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("make_bad_inputs", ROOT / "scripts" / "make_bad_inputs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bad_inputs = _script()
+bad_inputs = load_script("make_bad_inputs")
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,9 @@ or raise the project's one-line errors, never anything else. The long run is
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import random
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,20 +23,13 @@ from kwsstream.audio import check_example, iter_audio_blocks, load_audio  # noqa
 from kwsstream.errors import AudioError, KeysetError, KwsError  # noqa: E402
 from kwsstream.keyset import load_keyset  # noqa: E402
 from kwsstream.spotter import Spotter  # noqa: E402
+from script_helpers import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-make_bad_inputs = _load("make_bad_inputs")
-fuzz = _load("fuzz")
+make_bad_inputs = load_script("make_bad_inputs")
+fuzz = load_script("fuzz")
 
 FAST = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -5,7 +5,6 @@ cleans up after killed writers, keeps permissions and follows symlinks."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 
 from kwsstream import Spotter
 from kwsstream.cli import main
+from script_helpers import load_script
 from kwsstream.errors import KeysetError
 from kwsstream.keyset import (
     MAX_THRESHOLD, Keyword, KeywordSet, Template, check_keyword_name, check_threshold, load_keyset, lock_path,
@@ -29,15 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "kwsstream" / "data"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("make_bad_inputs", ROOT / "scripts" / "make_bad_inputs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bad_inputs = _script()
+bad_inputs = load_script("make_bad_inputs")
 KEYSET_CASES = sorted(bad_inputs.keyset_cases()) + ["big_header.kws"]
 
 
