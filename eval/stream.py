@@ -100,7 +100,11 @@ def enrolled_keyset(out: Path, corpus: Corpus, names: list[str], encoder, label:
     from kwsstream.keyset import load_keyset, save_keyset
 
     examples = [(n, str(e["audio"]), file_hash(e["audio"]), e["segment"]) for n in names for e in corpus.keywords[n]]
-    key = _key(examples, encoder.identity, "calibrate-default")
+    from kwsstream.calibrate import DEFAULT_FA_PER_HOUR
+
+    # the enrollment rules: the default target and the context an encoder's normalisation gets
+    key = _key(examples, encoder.identity, f"calibrate-default-{DEFAULT_FA_PER_HOUR}",
+               f"context-{encoder.context_seconds}")
     path = out / "keysets" / f"{corpus.name}.{label}.{key}.kws"
     if path.exists():
         return load_keyset(path), path

@@ -4,8 +4,8 @@ Everything here works on recorded score traces and plain arrays (no audio, no en
 figures can be checked by hand (``tests/test_stream_bench.py``).
 
 * **Scoring** (:func:`score_events`): an event of keyword ``k`` is a *hit* for a true occurrence of
-  ``k`` when their spans overlap, the occurrence widened by :data:`kwsstream.demo.TOLERANCE` on each
-  side (the rule of :func:`kwsstream.demo.matches`); each occurrence is counted once (events are
+  ``k`` when their spans overlap, the occurrence widened by :data:`kwsstream.truth.TOLERANCE` on each
+  side (the rule of :func:`kwsstream.truth.matches`); each occurrence is counted once (events are
   taken in time order, a hit takes the earliest occurrence it matches that is not yet found).
   An event that is not a hit but overlaps (same tolerance) an *ignore* row of its keyword (a
   word the truth cannot call a keyword or not, e.g. ``callers`` for ``caller``) is *ignored*:
@@ -44,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kwsstream.demo import TOLERANCE
+from kwsstream.calibrate import DEFAULT_FA_PER_HOUR
+from kwsstream.truth import TOLERANCE
 from kwsstream.detector import DetectorOptions, detect_offline
 from kwsstream.encoders.base import FrameGrid
 
@@ -514,7 +515,7 @@ def plot_det(path: Path, title: str, curves: dict[tuple[str, str], list[dict]],
         ax.axvline(target, color="grey", lw=0.5, ls="--")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="encoder, calibration (marker: 1 FA/h asked)", fontsize=8, title_fontsize=8)
+    ax.legend(title=f"encoder, calibration (marker: {DEFAULT_FA_PER_HOUR:g} FA/h asked)", fontsize=8, title_fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -616,7 +617,7 @@ HOW_TO_READ = (
     "already-found occurrence also a **repeat**). **FRR at T FA/h**: one common offset added to every "
     "keyword's calibrated threshold is swept (DET curve); the lowest micro FRR among swept points with FA/h ≤ T "
     "(macro at that same point; nothing interpolated; – = no swept point that low). The DET plots draw micro "
-    "FRR. **Enrollment point** = thresholds at 1 FA/h asked. **Latency** = time the event is emitted in a live "
+    f"FRR. **Enrollment point** = thresholds at {DEFAULT_FA_PER_HOUR:g} FA/h asked (the default target). **Latency** = time the event is emitted in a live "
     "stream − true end of the word, over the hits at the enrollment point: the detector fires at frame end + "
     "look-ahead (0.25 s) once that frame's score exists, i.e. once the encoder has produced it (receptive field, "
     "the encoder's frames per run and right context) and its whole matcher block is complete — measured on the "
@@ -689,7 +690,7 @@ def summary_markdown(ops: Sequence[dict], runs: Sequence[dict], plots: Sequence[
                 continue
             lines.append(f"| {' | '.join(key)} | {c} | {kw_hours(e):.2f} | {e['occurrences']} | "
                          f"{_frr2(op(key, c, 'fa<=0.5'))} | {_frr2(op(key, c, 'fa<=1'))} | {_frr2(op(key, c, 'fa<=5'))} |")
-    lines += ["", "## Enrollment point (1 FA/h asked)", "",
+    lines += ["", f"## Enrollment point ({DEFAULT_FA_PER_HOUR:g} FA/h asked, the default)", "",
               "| corpus | condition | encoder | calibration | kw·h | FRR micro (hits/occ.) | FRR macro | FA/h (false "
               "alarms) | repeats | ignored | best FRR ≤ its FA/h | latency median / p95 (s) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from eval import streamreport as report
-from kwsstream import demo
+from kwsstream import truth
 from kwsstream.detector import DetectorOptions
 from kwsstream.encoders.base import FrameGrid
 
@@ -81,14 +81,14 @@ def test_scoring_sweep_and_operating_points_on_a_hand_made_trace():
     assert "| c | dry | e | builtin | 1.00 | 33.3 % (2/3) | 25.0 % | 2.00 (2) | 1 | 0 | 33.3 % |" in md
 
 
-def test_overlap_rule_is_demo_matches():
+def test_overlap_rule_is_the_runtime_hit_rule():
     rng = np.random.default_rng(0)
     ev_s = rng.uniform(0, 10, 40)
     ev_e = ev_s + rng.uniform(0.1, 1, 40)
     tr_s = rng.uniform(0, 10, 30)
     tr_e = tr_s + rng.uniform(0.1, 1, 30)
     got = report.overlaps(ev_s, ev_e, tr_s, tr_e)
-    want = [[demo.matches("k", a, b, "k", c, d) for c, d in zip(tr_s, tr_e)] for a, b in zip(ev_s, ev_e)]
+    want = [[truth.matches("k", a, b, "k", c, d) for c, d in zip(tr_s, tr_e)] for a, b in zip(ev_s, ev_e)]
     assert got.tolist() == want
 
 
