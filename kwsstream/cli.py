@@ -276,6 +276,57 @@ def add_live_parsers(sub) -> None:
 # --- end of live audio ---------------------------------------------------------------------------
 
 
+# --- search an archive (kwsstream/search.py) -----------------------------------------------------
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .keyset import load_keyset
+    from .search import SpotterSpec, search
+
+    thresholds: dict[str, float] = {}
+    for name, value in args.threshold or []:
+        names = [kw.name for kw in load_keyset(args.keyset).keywords] if name is None else [name]
+        thresholds.update({n: value for n in names})
+    spec = SpotterSpec.from_file(args.keyset, encoder=args.encoder, thresholds=thresholds, threads=args.threads)
+    result = search(spec, args.paths, out=args.out, top=args.top, workers=args.workers,
+                    scheduler=args.scheduler, progress=not args.no_progress, say=_say)
+    where = f" on {args.scheduler}" if args.scheduler else f" with {result.workers} worker(s)"
+    _say(f"{len(result.rows)} hit(s); searched {len(result.searched)} file(s) ({result.seconds / 3600:.2f} h of audio "
+         f"in {result.wall:.0f} s{where}), {len(result.resumed)} already searched, {len(result.bad)} skipped"
+         + (f"; table: {args.out}" if args.out else ""))
+    return EXIT_OK
+
+
+def add_search_parser(sub) -> None:
+    """The ``search`` subcommand."""
+
+    def positive(text: str) -> int:
+        if not text.strip().isdigit() or int(text) < 1:
+            raise UsageError(f"{text!r} must be a whole number >= 1")
+        return int(text)
+
+    p = sub.add_parser("search", help="search folders of audio files for the enrolled keywords: one ranked table, resumable")
+    p.add_argument("-k", "--keyset", required=True)
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="folder (searched recursively for audio files), glob ('**' spans folders), audio file, "
+                        "or @LIST.txt (one path a line)")
+    p.add_argument("--out", help="the table: .csv for CSV, else JSON lines (default: JSON lines on stdout); "
+                                 "OUT.state.jsonl beside it lets a rerun skip the files already searched")
+    p.add_argument("--top", type=positive, metavar="N", help="keep each keyword's N best hits")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=positive, metavar="N",
+                       help="worker processes of a local Dask cluster (default: one per CPU; 1: in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster's scheduler, e.g. tcp://host:8786")
+    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T",
+                   help="detection threshold: T for every keyword or NAME=T for one (repeatable; overrides the set's)")
+    p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_option(p)
+    p.set_defaults(func=cmd_search)
+
+
+# --- end of search -------------------------------------------------------------------------------
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -350,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     add_live_parsers(sub)
+    add_search_parser(sub)
     return parser
 
 

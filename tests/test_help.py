@@ -1,0 +1,146 @@
+"""What a newcomer reads: --help text for every argument of every command, the direction of every
+threshold option, an example per command; ``keywords`` in seconds and words; and the Ctrl-C
+convention (a user stopping a live run is not an error: exit 0 and one "stopped" line)."""
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from cli_helpers import run_main as cli
+
+from kwsstream.cli import build_parser
+from kwsstream.demo import data_dir
+
+
+COMMANDS = ("enroll", "calibrate", "detect", "keywords", "demo", "listen", "devices")
+"""The commands held to this; a new one joins the list once it has its help texts and examples
+(``kwsstream.cli.add_command``)."""
+
+
+def _commands():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return parser, {name: sub.choices[name] for name in COMMANDS}
+
+
+def test_every_argument_of_every_command_has_help_and_every_command_an_example():
+    parser, commands = _commands()
+    assert "exit status" in parser.epilog and "Ctrl-C" in parser.epilog
+    for name, p in commands.items():
+        for action in p._actions:
+            assert action.help and action.help.strip(), f"kwsstream {name}: {action.dest} has no help"
+        assert p.description and p.epilog and f"kwsstream {name}" in p.epilog, name
+        text = p.format_help()
+        assert f"  kwsstream {name}" in text, name  # the examples are shown as written
+
+
+@pytest.mark.parametrize("option", ["--threshold", "--fa-per-hour"])
+def test_every_threshold_option_says_which_way_it_goes(option):
+    _, commands = _commands()
+    seen = 0
+    for name, p in commands.items():
+        for action in p._actions:
+            if option in action.option_strings:
+                assert "higher: more detections and more false alarms" in action.help.lower(), (name, action.help)
+                seen += 1
+    assert seen >= 3
+
+
+def test_help_runs_for_every_command():
+    _, commands = _commands()
+    for name in commands:
+        result = cli(name, "--help")
+        assert result.returncode == 0 and "example" in result.stdout, name
+
+
+@pytest.fixture(scope="module")
+def keyset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("help") / "k.kws"
+    files = sorted(data_dir().glob("mariposa_*.flac"))
+    proc = cli("enroll", "-k", path, "mariposa", *files, "--encoder", "mfcc")
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def test_keywords_shows_lengths_in_seconds_and_the_threshold_in_words(keyset, monkeypatch):
+    import soundfile as sf
+
+    listing = cli("keywords", "-k", keyset)
+    assert listing.returncode == 0, listing.stderr
+    header, row = listing.stdout.splitlines()
+    assert header == f"# {keyset}: encoder MFCC-13"
+    fields = row.split("\t")
+    assert fields[0] == "mariposa" and fields[1].startswith("threshold=") and "templates=3" in fields
+    seconds = [float(x) for x in next(f for f in fields if f.startswith("seconds=")).split("=")[1].split(",")]
+    longest = max(sf.info(f).duration for f in data_dir().glob("mariposa_*.flac"))
+    assert len(seconds) == 3 and all(0.2 < s <= longest + 0.05 for s in seconds)  # trimmed words, in seconds
+    assert fields[-1].startswith("# calibrated to 0.1 false alarms/hour") and "built-in background" in fields[-1]
+
+    from kwsstream import encoders
+    from kwsstream.errors import EncoderError
+
+    def missing(identity, **kw):
+        raise EncoderError("the ONNX model is not there")
+
+    monkeypatch.setattr(encoders, "encoder_from_identity", missing)  # e.g. a moved ONNX model: frames instead
+    row = cli("keywords", "-k", keyset).stdout.splitlines()[1]
+    assert "\tframes=" in row and "seconds=" not in row
+
+
+def _read_line(stream, timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else ""
+
+
+def test_ctrl_c_stops_detect_realtime_with_exit_0_and_one_stopped_line(keyset):
+    """A user's Ctrl-C of a live run, while it plays (after the first detection) and while it
+    is still loading: exit 0, pending output intact, the last line 'stopped (Ctrl-C) ...'."""
+    command = [sys.executable, "-m", "kwsstream", "detect", "--realtime", "--json", "-k", str(keyset),
+               str(data_dir() / "stream.flac")]  # 30 s: 'mariposa' is said at 5.6 s
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = _read_line(proc.stdout, 25)
+        assert first, "no detection within 25 s"
+        assert json.loads(first)["keyword"] == "mariposa"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    for line in out.splitlines():
+        json.loads(line)  # nothing but JSON on stdout
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("stopped (Ctrl-C) at ") and "stream.flac" in lines[-1], err
+    assert "interrupted" not in err and "Traceback" not in err
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # still loading (imports, the keyword set, the compiled kernels)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err.strip().splitlines()[-1].startswith("stopped (Ctrl-C)"), err
+
+
+def test_ctrl_c_of_a_batch_command_is_still_130():
+    """Only live runs treat Ctrl-C as a stop; an interrupted batch command did not finish."""
+    from kwsstream import cli as cli_module
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser_args = ["keywords", "-k", "x.kws"]
+    real = cli_module.cmd_keywords
+    try:
+        cli_module.cmd_keywords = interrupted
+        result = cli(*parser_args)
+    finally:
+        cli_module.cmd_keywords = real
+    assert result.returncode == 130 and result.stderr.strip() == "kwsstream: interrupted"
