@@ -1,6 +1,8 @@
 """``kwsstream`` command line: a thin layer over the Python API.
 
-Exit status: 0 success, 2 bad usage or bad input (one line on stderr), 1 internal error.
+Exit status: 0 success, 2 bad usage or bad input (one line on stderr), 1 internal error, 130 a
+command interrupted by Ctrl-C - except a live run (listen, demo, detect --realtime): a user stopping
+it is not an error, so it ends with one "stopped (Ctrl-C)" line and exit 0.
 Machine output (``--json``: one object per detection per line) goes to stdout, flushed at once;
 everything for people goes to stderr.
 """
@@ -11,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -152,13 +155,57 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+STOPPED = "stopped (Ctrl-C)"
+"""The one line a live run (listen, demo, detect --realtime) stopped by the user ends with (exit 0)."""
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
+    if args.plot is not None and args.realtime:
+        raise UsageError("--plot reads the audio as fast as it can: leave out --realtime")
+    if args.realtime:  # a live run: Ctrl-C is the user's stop, not an error (exit 0)
+        try:
+            return _detect_realtime(args)
+        except KeyboardInterrupt:  # while loading, or a second Ctrl-C
+            _say(STOPPED)
+            return EXIT_OK
+    if args.plot is not None:
+        from .plot import _matplotlib, plot_paths
+
+        _matplotlib()  # a missing matplotlib is one line before any audio is read
+        pictures = plot_paths(args.plot, args.audio)
     spotter = _spotter(args)
     total = 0
-    for audio in args.audio:  # the one pipeline: Spotter.detect_file (paced like a microphone with --realtime)
-        for event in spotter.detect_file(audio, realtime=args.realtime):
+    for i, audio in enumerate(args.audio):  # the one pipeline: Spotter.detect_file (or the plot's trace)
+        if args.plot is not None:
+            from .plot import plot_scores
+
+            events = plot_scores(spotter, audio, pictures[i]).events
+        else:
+            events = spotter.detect_file(audio)
+        for event in events:
             emit(event, args.json)
             total += 1
+        if args.plot is not None:
+            _say(f"scores of {audio} drawn in {pictures[i]}")
+    if not args.json:
+        _say(f"{total} detection(s) in {len(args.audio)} file(s)")
+    return EXIT_OK
+
+
+def _detect_realtime(args: argparse.Namespace) -> int:
+    """``detect --realtime``: each file paced like a microphone; the first Ctrl-C stops cleanly
+    (pending detections are still reported) with one ``stopped`` line, exit 0."""
+    from .live import Run
+
+    spotter = _spotter(args)
+    total = 0
+    for audio in args.audio:
+        with Run(on_event=lambda event: emit(event, args.json), say=_say) as run:
+            summary = run.run(spotter.detect_file(audio, realtime=True))
+        total += summary.detections
+        if summary.stopped == "interrupt":
+            _say(f"{STOPPED} at {summary.seconds:.1f} s of {audio}: {total} detection(s)")
+            return EXIT_OK
     if not args.json:
         _say(f"{total} detection(s) in {len(args.audio)} file(s)")
     return EXIT_OK
@@ -189,13 +236,29 @@ def cmd_keywords(args: argparse.Namespace) -> int:
         keyset = load_keyset(args.keyset)
     from .encoders import describe_identity
 
+    frame_rate = _frame_rate(keyset.encoder)
     print(f"# {args.keyset}: encoder {describe_identity(keyset.encoder)}")
     for kw in keyset.keywords:
-        seconds = [len(t.frames) for t in kw.templates]
+        if frame_rate is not None:  # template lengths in seconds: frames over the encoder's frame rate
+            lengths = "seconds=" + ",".join(f"{len(t.frames) / frame_rate:.2f}" for t in kw.templates)
+        else:
+            lengths = "frames=" + ",".join(str(len(t.frames)) for t in kw.templates)
         expected = kw.calibration.get("expected_fa_per_hour")
         rate = f"\texpected_fa_per_hour={max(expected, 0.01):.2g}" if expected is not None else ""
-        print(f"{kw.name}\tthreshold={kw.threshold:.3f} ({kw.threshold_source}){rate}\ttemplates={len(kw.templates)}\tframes={seconds}")
+        print(f"{kw.name}\tthreshold={kw.threshold:.3f} ({kw.threshold_source}){rate}\ttemplates={len(kw.templates)}"
+              f"\t{lengths}\t# {describe_threshold(kw)}")
     return EXIT_OK
+
+
+def _frame_rate(identity: dict) -> float | None:
+    """Frames per second of the encoder a set was enrolled with (through the registry), or
+    ``None`` when it cannot be made here (an ONNX model that is not there): lengths in frames."""
+    from .encoders import encoder_from_identity
+
+    try:
+        return float(encoder_from_identity(identity).grid.frame_rate)
+    except KwsError:
+        return None
 
 
 # --- live audio: listen, devices (kwsstream/live.py, kwsstream/sources.py) ---------------------
@@ -218,8 +281,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         with native_stderr_silenced():
             listen_microphone(spotter, options, names=names,
                               on_event=lambda e: emit(e, args.json, prefix="heard "), say=_say)
-    except KeyboardInterrupt:  # a second Ctrl-C (the first stops cleanly)
-        _say("kwsstream: interrupted")
+    except KeyboardInterrupt:  # a second Ctrl-C (the first stops cleanly): still the user's stop
+        _say(STOPPED)
     return EXIT_OK
 
 
@@ -255,21 +318,29 @@ def add_live_parsers(sub) -> None:
     """The ``listen`` and ``devices`` subcommands."""
     from .pipeline import QUEUE_SECONDS
 
-    p = sub.add_parser("listen", help="spot keywords live in a microphone")
-    p.add_argument("-k", "--keyset", required=True)
-    p.add_argument("--device", help="input device id or (part of) its name (see 'kwsstream devices'); default: the default input")
-    p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
-    p.add_argument("--seconds", type=float, help="stop after this many seconds (default: Ctrl-C stops)")
-    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T",
-                   help="detection threshold: T for every keyword or NAME=T for one (repeatable; overrides the set's; higher: more detections)")
-    p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
-    p.add_argument("--rate", type=int, help="open the device at this sample rate (default: the device's own)")
-    p.add_argument("--queue-seconds", type=float, default=QUEUE_SECONDS,
-                   help=f"audio held while processing catches up; beyond it the oldest is dropped (default {QUEUE_SECONDS:g})")
+    p = add_command(sub, "listen", "spot keywords live in a microphone",
+                    "Spot the keywords of a set live in a microphone until Ctrl-C (or --seconds). Each detection "
+                    "is a line on stderr (or a JSON line on stdout with --json); a status line shows the level, "
+                    "the lag and the detections so far. Ctrl-C stops: exit 0 with a 'stopped' line.",
+                    LISTEN_EXAMPLES)
+    p.add_argument("-k", "--keyset", required=True, metavar="KWS", help=KEYSET_HELP)
+    p.add_argument("--device", metavar="ID|NAME",
+                   help="input device id or (part of) its name (see 'kwsstream devices'); default: the default input")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.add_argument("--seconds", type=float, metavar="S", help="stop after this many seconds (default: Ctrl-C stops)")
+    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T", help=DETECT_THRESHOLD_HELP)
+    p.add_argument("--encoder", metavar="MODEL.onnx", help=MOVED_MODEL_HELP)
+    p.add_argument("--rate", type=int, metavar="HZ", help="open the device at this sample rate (default: the device's own)")
+    p.add_argument("--queue-seconds", type=float, default=QUEUE_SECONDS, metavar="S",
+                   help=f"audio held while processing catches up; beyond it the oldest is dropped with a warning "
+                        f"(default {QUEUE_SECONDS:g})")
     add_threads_option(p)
     p.set_defaults(func=cmd_listen, limit_blas=False)  # limited once the device captures (cmd_listen)
 
-    p = sub.add_parser("devices", help="list the audio input devices")
+    p = add_command(sub, "devices", "list the audio input devices",
+                    "List the audio input devices PortAudio sees (id, name, channels, default rate); * marks the "
+                    "default input. Give 'listen --device' an id or part of a name.",
+                    "example:\n  kwsstream devices\n  kwsstream listen -k my.kws --device 3")
     p.set_defaults(func=cmd_devices, limit_blas=False)  # no matcher: numba is never imported
 
 
@@ -330,71 +401,179 @@ def add_search_parser(sub) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(fast=args.fast, recording=args.recording, encoder=args.encoder, threads=args.threads,
-                    report=lambda event: emit(event, args.json, prefix="heard "))
+    try:
+        return run_demo(fast=args.fast, recording=args.recording, encoder=args.encoder, threads=args.threads,
+                        report=lambda event: emit(event, args.json, prefix="heard "))
+    except KeyboardInterrupt:  # while enrolling the examples, or a second Ctrl-C: the user's stop (exit 0)
+        _say(STOPPED)
+        return EXIT_OK
+
+
+# --- help texts ----------------------------------------------------------------------------------
+
+THRESHOLD_DIRECTION = ("A keyword fires where its score (lower: more alike) falls under its threshold: higher: more "
+                       "detections and more false alarms; lower: fewer of both")
+DETECT_THRESHOLD_HELP = ("detection threshold for this run: T for every keyword or NAME=T for one (repeatable; "
+                         "overrides the set's, which 'kwsstream keywords' shows). " + THRESHOLD_DIRECTION)
+KEYSET_HELP = "keyword set file (.kws), made by 'kwsstream enroll'"
+JSON_HELP = "one JSON object per detection on stdout (keyword, start, end, cost, threshold, source, template)"
+MOVED_MODEL_HELP = "path of the ONNX model, if it moved since enrollment (checked by sha256)"
+
+MAIN_EPILOG = """\
+first steps:
+  kwsstream demo                                        # the bundled examples, spotted live
+  kwsstream enroll -k my.kws hola hola1.wav hola2.wav hola3.wav
+  kwsstream detect -k my.kws talk.wav --plot scores.png
+
+'kwsstream COMMAND --help' explains a command, with examples.
+exit status: 0 success (also a live run - listen, demo, detect --realtime - stopped with Ctrl-C),
+2 bad usage or bad input (one line naming the file and the problem), 1 internal error,
+130 another command interrupted with Ctrl-C."""
+
+ENROLL_EXAMPLES = """\
+examples:
+  kwsstream enroll -k my.kws hola hola1.wav hola2.wav hola3.wav     # a new set, or one more keyword
+  kwsstream enroll -k my.kws casa talk.wav --segment 3.20 3.71      # cut out of a longer recording
+  kwsstream enroll -k my.kws hola hola4.wav --background me.wav     # calibrated on your own background
+  kwsstream enroll -k my.kws hola h1.wav h2.wav --encoder mfcc      # no model needed, lowest CPU"""
+
+CALIBRATE_EXAMPLES = """\
+examples:
+  kwsstream calibrate -k my.kws --background me.wav tv.wav          # your own keyword-free audio
+  kwsstream calibrate -k my.kws --keyword hola --fa-per-hour 0.5    # one keyword, a looser target"""
+
+DETECT_EXAMPLES = """\
+examples:
+  kwsstream detect -k my.kws meeting.mp3                            # lines on stderr
+  kwsstream detect -k my.kws meeting.mp3 --json > hits.jsonl        # JSON lines on stdout
+  kwsstream detect -k my.kws a.wav b.wav --plot scores.png          # scores-a.png, scores-b.png
+  kwsstream detect -k my.kws talk.wav --threshold hola=0.35         # one keyword looser, this run only
+  kwsstream detect -k my.kws talk.wav --realtime                    # paced like a microphone"""
+
+KEYWORDS_EXAMPLES = """\
+examples:
+  kwsstream keywords -k my.kws                                      # list
+  kwsstream keywords -k my.kws --set hola --fa-per-hour 0.2         # stricter (fewer false alarms)
+  kwsstream keywords -k my.kws --set hola --threshold 0.30          # a threshold of your own
+  kwsstream keywords -k my.kws --remove casa"""
+
+DEMO_EXAMPLES = """\
+examples:
+  kwsstream demo                                                    # microphone, else the recording
+  kwsstream demo --fast --encoder mfcc                              # the recording, as fast as it goes"""
+
+LISTEN_EXAMPLES = """\
+examples:
+  kwsstream listen -k my.kws                                        # the default input, until Ctrl-C
+  kwsstream listen -k my.kws --device USB --seconds 60 --json       # a device by name, one minute"""
+
+
+def add_command(sub, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows ``description`` and the examples of ``epilog`` as written."""
+    return sub.add_parser(name, help=help, description=textwrap.fill(description, 79), epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_calibration_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
                    help="target false alarms per hour per keyword on the background (default: the keyword's earlier "
-                        "target, else 0.1; "
-                        "higher: more detections and more false alarms)")
+                        "target, else 0.1). Higher: more detections and more false alarms; lower: fewer of both")
     p.add_argument("--background", nargs="+", metavar="AUDIO",
-                   help="keyword-free recordings to count false alarms on (default: the bundled background: "
-                        "Russian speech, music, noise); e.g. ten minutes of your television")
+                   help="keyword-free recordings to count false alarms on (default: the bundled 26 min of "
+                        "Russian speech, music and noise); best: ~10 minutes of the speaker or room you will spot in")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kwsstream", description="Streaming query-by-example keyword spotting.")
+    parser = argparse.ArgumentParser(
+        prog="kwsstream", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill("Streaming query-by-example keyword spotting: enroll a word from a few "
+                                  "recordings of it, then find it in files or hear it live.", 79),
+        epilog=MAIN_EPILOG)
     parser.add_argument("--version", action="version", version=f"kwsstream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("enroll", help="add a keyword from example recordings")
-    p.add_argument("-k", "--keyset", required=True, help="keyword set file (created if missing)")
-    p.add_argument("name", help="the keyword's name")
-    p.add_argument("audio", nargs="+", help="example recordings of the keyword")
+    p = add_command(sub, "enroll", "add a keyword from example recordings",
+                    "Add a keyword (or more examples of one) to a keyword set: each recording is encoded, its "
+                    "leading and trailing silence trimmed, and the keyword's threshold set to a false-alarm rate "
+                    "on background audio (--fa-per-hour). Three or more examples, said the way it will be said, "
+                    "work best; words of two or more syllables are found more reliably than short ones.",
+                    ENROLL_EXAMPLES)
+    p.add_argument("-k", "--keyset", required=True, metavar="KWS", help="keyword set file (created if missing)")
+    p.add_argument("name", help="the keyword's name (what detections are labelled with)")
+    p.add_argument("audio", nargs="+", metavar="AUDIO",
+                   help="example recordings of the keyword (any format and rate; one word each, or use --segment)")
     p.add_argument("--encoder", help="encoder of a new set: speech-embedding (the default, once made with 'python -m "
-                                     "export speech-embedding'; else mfcc), mfcc, or an exported .onnx model")
+                                     "export speech-embedding'; else mfcc), mfcc, or an exported .onnx model; "
+                                     "a set's later keywords use the set's encoder")
     p.add_argument("--segment", nargs=2, type=float, metavar=("START", "END"),
-                   help="seconds of the keyword inside a longer recording")
-    p.add_argument("--threshold", type=parse_threshold, help="set the threshold instead of calibrating it (higher: more detections)")
+                   help="seconds of the keyword inside a longer recording (one AUDIO)")
+    p.add_argument("--threshold", type=parse_threshold, metavar="T",
+                   help="set the threshold instead of calibrating it. " + THRESHOLD_DIRECTION)
     add_calibration_options(p)
     add_threads_option(p)
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("calibrate", help="set thresholds to a false-alarm rate on background audio")
-    p.add_argument("-k", "--keyset", required=True, help="keyword set file")
-    p.add_argument("--keyword", action="append", metavar="NAME", help="calibrate only this keyword (repeatable)")
-    p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
+    p = add_command(sub, "calibrate", "set thresholds to a false-alarm rate on background audio",
+                    "Set each keyword's threshold so that it fires --fa-per-hour times per hour on background "
+                    "audio with no keyword in it. The bundled background is another speaker and language: a "
+                    "speaker's own speech fires more often, so calibrating on ~10 minutes of the speaker or room "
+                    "you will spot in gives a rate that holds. Thresholds you set by hand are recalibrated too.",
+                    CALIBRATE_EXAMPLES)
+    p.add_argument("-k", "--keyset", required=True, metavar="KWS", help=KEYSET_HELP)
+    p.add_argument("--keyword", action="append", metavar="NAME", help="calibrate only this keyword (repeatable; default: all)")
+    p.add_argument("--encoder", metavar="MODEL.onnx", help=MOVED_MODEL_HELP)
     add_calibration_options(p)
     add_threads_option(p)
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("detect", help="find enrolled keywords in audio files")
-    p.add_argument("-k", "--keyset", required=True)
-    p.add_argument("audio", nargs="+")
-    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T",
-                   help="detection threshold: T for every keyword or NAME=T for one (repeatable; overrides the set's; higher: more detections)")
-    p.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
-    p.add_argument("--realtime", action="store_true", help="feed the audio at real time, as a microphone would")
-    p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
+    p = add_command(sub, "detect", "find enrolled keywords in audio files",
+                    "Find the keywords of a set in audio files. Each detection is a line on stderr (keyword, "
+                    "start-end seconds, cost, threshold), or a JSON object on stdout with --json. --plot draws "
+                    "each keyword's score over time with its threshold: where a missed word came close, where "
+                    "false alarms dip under.",
+                    DETECT_EXAMPLES)
+    p.add_argument("-k", "--keyset", required=True, metavar="KWS", help=KEYSET_HELP)
+    p.add_argument("audio", nargs="+", metavar="AUDIO",
+                   help="audio files to search (WAV, FLAC, OGG, MP3; any rate and channel count)")
+    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T", help=DETECT_THRESHOLD_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.add_argument("--realtime", action="store_true",
+                   help="feed the audio at real time, as a microphone would (Ctrl-C stops: exit 0)")
+    p.add_argument("--plot", metavar="OUT.png",
+                   help="draw each keyword's score over time, its threshold and the detections, with the audio "
+                        "level underneath (several AUDIO: OUT-<audio name>.png each; needs matplotlib: "
+                        "pip install 'kwsstream[plot]')")
+    p.add_argument("--encoder", metavar="MODEL.onnx", help=MOVED_MODEL_HELP)
     add_threads_option(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("keywords", help="list the keywords of a set; remove one, or change its threshold without audio")
-    p.add_argument("-k", "--keyset", required=True, help="keyword set file")
+    p = add_command(sub, "keywords", "list the keywords of a set; remove one, or change its threshold without audio",
+                    "List a keyword set on stdout: a header line with the encoder, then one tab-separated line per "
+                    "keyword: its threshold and how it was set, the false alarms per hour expected on its "
+                    "calibration background, its templates and their lengths in seconds (in frames when the "
+                    "encoder's model is not there), and after '#' the threshold's story in words.",
+                    KEYWORDS_EXAMPLES)
+    p.add_argument("-k", "--keyset", required=True, metavar="KWS", help=KEYSET_HELP)
     change = p.add_mutually_exclusive_group()
-    change.add_argument("--remove", metavar="NAME", help="remove this keyword from the set")
+    change.add_argument("--remove", metavar="NAME", help="remove this keyword (all its templates) from the set")
     change.add_argument("--set", metavar="NAME", help="change this keyword's --threshold or --fa-per-hour")
-    p.add_argument("--threshold", type=parse_threshold, help="with --set: the keyword's threshold (higher: more detections)")
+    p.add_argument("--threshold", type=parse_threshold, metavar="T",
+                   help="with --set: the keyword's threshold. " + THRESHOLD_DIRECTION)
     p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
-                   help="with --set: move the threshold to this many expected false alarms per hour (higher: more detections)")
+                   help="with --set: move the threshold to this many expected false alarms per hour on the "
+                        "keyword's calibration background (no audio needed). Higher: more detections and more "
+                        "false alarms; lower: fewer of both")
     p.set_defaults(func=cmd_keywords)
 
-    p = sub.add_parser("demo", help="enroll the bundled examples and spot them live (microphone, else the bundled recording)")
+    p = add_command(sub, "demo", "enroll the bundled examples and spot them live (microphone, else the bundled recording)",
+                    "Enroll three Spanish keywords from the bundled example recordings (in a temporary set), then "
+                    "spot them live: in the microphone when there is one (say them; Ctrl-C stops), otherwise in "
+                    "the bundled recording played at real time, with a score of how it did at the end. Ctrl-C "
+                    "stops: exit 0 with a 'stopped' line.",
+                    DEMO_EXAMPLES)
     p.add_argument("--fast", action="store_true", help="play the bundled recording as fast as possible (implies --recording)")
     p.add_argument("--recording", action="store_true", help="play the bundled recording even when there is a microphone")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.add_argument("--encoder", help="speech-embedding (the default, once made with 'python -m export "
                                      "speech-embedding'; else mfcc), mfcc, or an exported .onnx model")
     add_threads_option(p)
