@@ -375,8 +375,17 @@ def add_search_parser(sub) -> None:
             raise UsageError(f"{text!r} must be a whole number >= 1")
         return int(text)
 
-    p = sub.add_parser("search", help="search folders of audio files for the enrolled keywords: one ranked table, resumable")
-    p.add_argument("-k", "--keyset", required=True)
+    p = add_command(
+        sub, "search", "search folders of audio files for the enrolled keywords: one ranked table, resumable",
+        "Run every audio file under the PATHs through the detection pipeline (as 'detect' does) on local "
+        "worker processes or a Dask cluster, and write one table of hits ranked by cost within each keyword. "
+        "A bad file is reported in one line and skipped; a rerun with the same --out skips the files already "
+        "searched.",
+        "examples:\n"
+        "  kwsstream search -k my.kws recordings/ --out hits.csv\n"
+        "  kwsstream search -k my.kws 'archive/**/*.flac' --top 20 --out best.jsonl\n"
+        "  kwsstream search -k my.kws @files.txt --scheduler tcp://10.0.0.5:8786 --out hits.csv")
+    p.add_argument("-k", "--keyset", required=True, help="the keyword set to search for (made with 'kwsstream enroll')")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="folder (searched recursively for audio files), glob ('**' spans folders), audio file, "
                         "or @LIST.txt (one path a line)")
@@ -388,7 +397,8 @@ def add_search_parser(sub) -> None:
                        help="worker processes of a local Dask cluster (default: one per CPU; 1: in this process)")
     where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster's scheduler, e.g. tcp://host:8786")
     p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T",
-                   help="detection threshold: T for every keyword or NAME=T for one (repeatable; overrides the set's)")
+                   help="detection threshold: T for every keyword or NAME=T for one (repeatable; overrides the set's). "
+                        "Higher: more detections and more false alarms; lower: fewer of both")
     p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_threads_option(p)

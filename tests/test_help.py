@@ -18,7 +18,7 @@ from kwsstream.cli import build_parser
 from kwsstream.demo import data_dir
 
 
-COMMANDS = ("enroll", "calibrate", "detect", "keywords", "demo", "listen", "devices")
+COMMANDS = ("enroll", "calibrate", "detect", "keywords", "demo", "listen", "devices", "search")
 """The commands held to this; a new one joins the list once it has its help texts and examples
 (``kwsstream.cli.add_command``)."""
 
