@@ -132,6 +132,11 @@ def best_layers(rows: Sequence[ResultRow]) -> dict[str, int]:
     return {rep: layer for rep, (_, layer) in best.items()}
 
 
+def _points(lead: float) -> str:
+    """A lead in points with its sign, never "-0.0" (a difference that rounds to nothing is +0.0)."""
+    return f"{round(lead, 1) + 0.0:+.1f}"
+
+
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *["| " + " | ".join(row) + " |" for row in body], ""]
@@ -167,7 +172,7 @@ def wins_markdown(rows: Sequence[ResultRow], baseline: str = BASELINE) -> list[s
     for k in ks:
         cells = [lead(rep, k) for rep in reps]
         body.append([str(k), winner(k, "precision"), winner(k, "recall")]
-                    + [f"{x[0]:+.1f} / {x[1]:+.1f}" if x else "" for x in cells])
+                    + [f"{_points(x[0])} / {_points(x[1])}" if x else "" for x in cells])
     out += _table(["K", "best P@K", "best R@K"] + [f"{rep} vs {baseline}" for rep in reps], body)
     for rep in reps:
         leads = {k: x[0] for k in ks if (x := lead(rep, k)) is not None}
