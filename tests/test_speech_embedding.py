@@ -275,16 +275,15 @@ def test_hard_case_in_a_room_learned_encoder_beats_mfcc(model, room_case):
     through enrollment calibration, ``Spotter`` and the offline separation figures.
 
     Measured (``python -m eval.bench.speech_embedding_vs_mfcc --snr 15 --rooms 0.5 --seeds 11 21
-    31``), speech_embedding vs MFCC: hits/false alarms of 12 at the calibrated thresholds 9/3,
-    10/3, 6/1 vs 1/1, 1/1, 2/0 (with every threshold moved to 0.5 false alarm/hour on its
-    calibration curve 9/2, 9/2, 6/1 vs 1/1, 1/1, 1/0: at as few false alarms as MFCC's, or
-    one more, speech_embedding finds 5 to 8 more); separation AUC 0.9916, 0.9996, 0.9798 vs
-    0.9751, 0.9892, 0.9428 (lead 0.0165, 0.0104, 0.037); windows elsewhere below a keyword's
-    worst occurrence 20, 1, 32 vs 52, 22, 109 (MFCC has 21 to 77 more). Asserted, on seed 21,
-    what held on every seed with a margin: speech_embedding finds at least 3 more occurrences
-    than MFCC (min lead 4) and at least 5 (min 6) with at most 5 false alarms (max 3); its AUC
-    leads MFCC's by at least 0.005 (min 0.0104) and is at least 0.975 (min 0.9798); MFCC has
-    at least 10 more windows below its worst occurrence (min 21).
+    31``, thresholds at the default 0.1 false alarm/hour on the built-in background, MFCC
+    templates normalised with their recording's mirrored start as context), speech_embedding vs
+    MFCC: hits/false alarms of 12: 7/2, 8/2, 5/0 vs 1/0, 4/0, 1/0 (speech_embedding finds 4 to 6
+    more); separation AUC 0.9916, 0.9996, 0.9798 vs 0.9923, 0.9981, 0.9745, windows elsewhere
+    below a keyword's worst occurrence 20, 1, 32 vs 12, 5, 39 — with its context MFCC separates
+    as well as speech_embedding offline here, so what is asserted is what a user gets at the
+    calibrated thresholds, on seed 21, with a margin that held on every seed: speech_embedding
+    finds at least 3 more occurrences than MFCC (min lead 4) and at least 5 (min 5) with at most 5
+    false alarms (max 2), and its AUC is at least 0.975 (min 0.9798).
     """
     from eval.hardcase import detect, enroll_all, separation
     from kwsstream import Spotter
@@ -299,8 +298,7 @@ def test_hard_case_in_a_room_learned_encoder_beats_mfcc(model, room_case):
                          sum(s.below for s in seps))
     (se_hits, se_false, se_auc, se_below), (mf_hits, mf_false, mf_auc, mf_below) = results.values()
     assert se_hits >= 5 and se_false <= 5 and se_hits >= mf_hits + 3, results
-    assert se_auc >= 0.975 and se_auc >= mf_auc + 0.005, results
-    assert mf_below >= se_below + 10, results
+    assert se_auc >= 0.975, results
 
 
 def test_demo_runs_with_the_learned_encoder(model):
