@@ -1,7 +1,7 @@
 """A private PulseAudio server whose null sink's monitor is the default input: a virtual microphone.
 
 Used by the live tests (``tests/test_live.py``) and the live benchmark
-(``eval/bench/live_latency.py``); it lives here so that nothing outside tests/ imports from tests/.
+(``eval/bench/live_latency.py``); it lives in eval so that no code outside the tests depends on them.
 
 What plays into the sink (``paplay --device=SINK``) is what a program recording from the default
 input hears, through the real stack: PortAudio -> ALSA's ``pulse`` plugin -> PulseAudio. Known to

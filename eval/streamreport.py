@@ -294,7 +294,8 @@ class SweepResult:
             self.ignored = np.zeros_like(self.hits)
 
     def __add__(self, other: SweepResult) -> SweepResult:
-        assert np.array_equal(self.offsets, other.offsets)
+        if not np.array_equal(self.offsets, other.offsets):
+            raise ValueError("sweeps over different threshold offsets cannot be added")
         return SweepResult(self.offsets, self.hits + other.hits, self.false_alarms + other.false_alarms,
                            self.repeats + other.repeats, self.occurrences + other.occurrences,
                            self.hours + other.hours,

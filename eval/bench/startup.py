@@ -89,7 +89,8 @@ def stream_audio() -> np.ndarray:
     from kwsstream.demo import data_dir
 
     audio, rate = sf.read(data_dir() / "stream.flac", dtype="float32")
-    assert rate == SAMPLE_RATE
+    if rate != SAMPLE_RATE:
+        raise RuntimeError(f"stream.flac is {rate} Hz, not {SAMPLE_RATE}: remake it with scripts/make_examples.py")
     return audio
 
 
