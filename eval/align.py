@@ -103,6 +103,17 @@ def speech_frames(audio: np.ndarray) -> tuple[int, int]:
     return max(0, loud[0] - TRIM_PAD_FRAMES), min(len(level), loud[-1] + 1 + TRIM_PAD_FRAMES)
 
 
+def _trimmed_costs(real: np.ndarray, synthetic: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Cosine distances (0 = identical) between the energy-trimmed frames of ``synthetic`` (rows)
+    and of ``real`` (columns), with the first frame of each trim: ``(cost, r0, s0)``."""
+    r0, r1 = speech_frames(real)
+    s0, s1 = speech_frames(synthetic)
+    fr, fs = features(real)[r0:r1], features(synthetic)[s0:s1]
+    fr = fr / (np.linalg.norm(fr, axis=1, keepdims=True) + 1e-8)
+    fs = fs / (np.linalg.norm(fs, axis=1, keepdims=True) + 1e-8)
+    return np.maximum(0.0, 1.0 - fs @ fr.T), r0, s0
+
+
 def dtw_map(real: np.ndarray, synthetic: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """DTW of trimmed synthetic frames onto trimmed real frames.
 
@@ -110,19 +121,14 @@ def dtw_map(real: np.ndarray, synthetic: np.ndarray) -> tuple[np.ndarray, np.nda
     matched to (frames outside the trimmed part are clipped to its ends), and the mean cost per
     path step (cosine distance, 0 = identical).
     """
-    r0, r1 = speech_frames(real)
-    s0, s1 = speech_frames(synthetic)
-    fr, fs = features(real)[r0:r1], features(synthetic)[s0:s1]
-    fr = fr / (np.linalg.norm(fr, axis=1, keepdims=True) + 1e-8)
-    fs = fs / (np.linalg.norm(fs, axis=1, keepdims=True) + 1e-8)
-    cost = np.maximum(0.0, 1.0 - fs @ fr.T)
+    cost, r0, s0 = _trimmed_costs(real, synthetic)
     accumulated, path = librosa.sequence.dtw(C=cost, backtrack=True)
-    first = np.full(len(fs), np.iinfo(np.int64).max, dtype=np.int64)
-    last = np.full(len(fs), -1, dtype=np.int64)
+    first = np.full(len(cost), np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.full(len(cost), -1, dtype=np.int64)
     np.minimum.at(first, path[:, 0], path[:, 1])
     np.maximum.at(last, path[:, 0], path[:, 1])
     n_synth = int(np.ceil(len(synthetic) / HOP)) + 1
-    index = np.clip(np.arange(n_synth) - s0, 0, len(fs) - 1)
+    index = np.clip(np.arange(n_synth) - s0, 0, len(cost) - 1)
     return first[index] + r0, last[index] + r0, float(accumulated[-1, -1] / len(path))
 
 
@@ -130,15 +136,10 @@ def fit_cost(real: np.ndarray, synthetic: np.ndarray) -> float:
     """How badly a synthetic utterance fits a recording: DTW cost (cosine distance, diagonal
     steps weighted 2) divided by the two trimmed lengths together, so that paths that warp a lot
     gain nothing. Used to compare transcripts of one recording, not across recordings."""
-    r0, r1 = speech_frames(real)
-    s0, s1 = speech_frames(synthetic)
-    fr, fs = features(real)[r0:r1], features(synthetic)[s0:s1]
-    fr = fr / (np.linalg.norm(fr, axis=1, keepdims=True) + 1e-8)
-    fs = fs / (np.linalg.norm(fs, axis=1, keepdims=True) + 1e-8)
-    cost = np.maximum(0.0, 1.0 - fs @ fr.T)
+    cost, _, _ = _trimmed_costs(real, synthetic)
     accumulated = librosa.sequence.dtw(C=cost, weights_mul=np.array([2.0, 1.0, 1.0]),
                                        backtrack=False)
-    return float(accumulated[-1, -1] / (len(fr) + len(fs)))
+    return float(accumulated[-1, -1] / sum(cost.shape))
 
 
 def espeak_spans(utterance: Utterance, text: str) -> list[tuple[int, int, float, float]]:
