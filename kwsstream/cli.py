@@ -5,12 +5,16 @@ command interrupted by Ctrl-C - except a live run (listen, demo, detect --realti
 it is not an error, so it ends with one "stopped (Ctrl-C)" line and exit 0.
 Machine output (``--json``: one object per detection per line) goes to stdout, flushed at once;
 everything for people goes to stderr.
+
+This module holds the keyword-set and file commands (enroll, calibrate, detect, keywords, demo),
+the parser and ``main``; the microphone commands are in ``cli_live.py``, archive search in
+``cli_search.py``, and what they all share (option parsers, help texts, event lines) in
+``cliutil.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import textwrap
@@ -20,73 +24,14 @@ from pathlib import Path
 from . import __version__
 from .errors import KwsError, UsageError
 from .keyset import parse_threshold
-
-
-def parse_threshold_option(text: str) -> tuple[str | None, float]:
-    """``--threshold T`` (every keyword) or ``--threshold NAME=T`` (one keyword), repeatable."""
-    name, sep, value = text.rpartition("=")
-    return (name.strip() if sep else None), parse_threshold(value)
-
-
-def parse_rate(text: str) -> float:
-    """``--fa-per-hour R``: a target number of false alarms per hour per keyword."""
-    from .calibrate import check_fa_per_hour
-
-    try:
-        return check_fa_per_hour(float(text))
-    except ValueError:
-        raise UsageError(f"--fa-per-hour {text!r} is not a number") from None
-
-
-def _spotter(args: argparse.Namespace):
-    """The spotter of ``args.keyset`` with ``--encoder`` and the ``--threshold`` overrides."""
-    from .encoders import load_encoder
-    from .keyset import load_keyset
-    from .spotter import Spotter
-
-    keyset = load_keyset(args.keyset)
-    thresholds: dict[str, float] = {}
-    for name, value in args.threshold or []:
-        names = [kw.name for kw in keyset.keywords] if name is None else [name]
-        thresholds.update({n: value for n in names})
-    encoder = load_encoder(args.encoder) if args.encoder else None
-    return Spotter(keyset, encoder, thresholds=thresholds or None)
-
-
-def describe_threshold(kw) -> str:
-    """How a keyword's threshold was set, in words."""
-    cal = kw.calibration
-    expected = cal.get("expected_fa_per_hour")
-    rate = f"~{max(expected, 0.01):.2g} false alarms/hour expected on {cal.get('background')} background " \
-           f"({60 * cal.get('background_hours', 0):.0f} min)" if expected is not None else ""
-    if kw.threshold_source == "calibrated" and cal.get("method") == "fa-rate":
-        return f"calibrated to {cal['fa_per_hour']:g} false alarms/hour: {rate}"
-    if kw.threshold_source == "user":
-        return "set by you" + (f"; {rate}" if rate else "")
-    return f"{kw.threshold_source} (set by an older kwsstream: 'kwsstream calibrate' sets it to a false-alarm rate)"
-
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def describe_event(event, prefix: str = "") -> str:
-    """One human line for a detection."""
-    under = event.threshold - event.cost
-    return (
-        f"{prefix}{event.start:8.2f}-{event.end:.2f} s  {event.keyword:<16} cost {event.cost:.3f} "
-        f"(threshold {event.threshold:.3f}, {under:.3f} under)"
-    )
-
-
-def emit(event, as_json: bool, prefix: str = "") -> None:
-    """Print a detection: a JSON line on stdout, or a human line on stderr."""
-    if as_json:
-        print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
-    else:
-        _say(describe_event(event, prefix))
+from .cliutil import (  # _spotter: importable here for eval.bench.startup
+    EXIT_OK, EXIT_USAGE, STOPPED, KEYSET_HELP, JSON_HELP, MOVED_MODEL_HELP, DETECT_THRESHOLD_HELP,
+    THRESHOLD_DIRECTION, MAIN_EPILOG, ENROLL_EXAMPLES, CALIBRATE_EXAMPLES, DETECT_EXAMPLES,
+    KEYWORDS_EXAMPLES, DEMO_EXAMPLES, _say, _spotter, add_calibration_options, add_command,
+    add_threads_option, describe_threshold, emit, parse_rate, parse_threshold_option,
+)
+from .cli_live import add_live_parsers
+from .cli_search import add_search_parser
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -153,10 +98,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             if kw.calibration.get("warning"):
                 _say(f"kwsstream: warning: {kw.calibration['warning']}")
     return EXIT_OK
-
-
-STOPPED = "stopped (Ctrl-C)"
-"""The one line a live run (listen, demo, detect --realtime) stopped by the user ends with (exit 0)."""
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -261,153 +202,6 @@ def _frame_rate(identity: dict) -> float | None:
         return None
 
 
-# --- live audio: listen, devices (kwsstream/live.py, kwsstream/sources.py) ---------------------
-
-def cmd_listen(args: argparse.Namespace) -> int:
-    from .keyset import load_keyset
-    from .live import ListenOptions, listen_microphone
-    from .sources import native_stderr_silenced
-
-    options = ListenOptions(device=args.device, rate=args.rate, seconds=args.seconds, queue_seconds=args.queue_seconds)
-    names = [kw.name for kw in load_keyset(args.keyset).keywords]  # a bad set is refused before the device opens
-
-    def spotter():  # called once the device captures: the encoder and kernels load while it buffers
-        from .matcher import limit_blas_threads
-
-        limit_blas_threads()
-        return _spotter(args)
-
-    try:
-        with native_stderr_silenced():
-            listen_microphone(spotter, options, names=names,
-                              on_event=lambda e: emit(e, args.json, prefix="heard "), say=_say)
-    except KeyboardInterrupt:  # a second Ctrl-C (the first stops cleanly): still the user's stop
-        _say(STOPPED)
-    return EXIT_OK
-
-
-def cmd_devices(args: argparse.Namespace) -> int:
-    from .sources import format_devices, list_devices, native_stderr_silenced
-
-    with native_stderr_silenced():
-        devices = list_devices()
-    if not devices:
-        _say("no input devices: PortAudio sees no microphone (with PulseAudio or PipeWire, is the server running?)")
-    else:
-        print(format_devices(devices), flush=True)
-        _say("* = default input; kwsstream listen --device ID|NAME chooses another")
-    return EXIT_OK
-
-
-def parse_threads(text: str) -> int:
-    """``--threads N``: a whole number >= 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise UsageError(f"--threads {text!r} must be a whole number >= 1")
-    return int(text)
-
-
-def add_threads_option(p: argparse.ArgumentParser) -> None:
-    """``--threads N``: onnxruntime threads of an ONNX encoder (default: by model size, see
-    kwsstream/onnxsession.py); applied by :func:`main` before the command runs."""
-    p.add_argument("--threads", type=parse_threads, metavar="N",
-                   help="threads for an ONNX encoder (default: 1 for small models such as speech_embedding, "
-                        "the physical cores for large ones; OMP_NUM_THREADS also sets it)")
-
-
-def add_live_parsers(sub) -> None:
-    """The ``listen`` and ``devices`` subcommands."""
-    from .pipeline import QUEUE_SECONDS
-
-    p = add_command(sub, "listen", "spot keywords live in a microphone",
-                    "Spot the keywords of a set live in a microphone until Ctrl-C (or --seconds). Each detection "
-                    "is a line on stderr (or a JSON line on stdout with --json); a status line shows the level, "
-                    "the lag and the detections so far. Ctrl-C stops: exit 0 with a 'stopped' line.",
-                    LISTEN_EXAMPLES)
-    p.add_argument("-k", "--keyset", required=True, metavar="KWS", help=KEYSET_HELP)
-    p.add_argument("--device", metavar="ID|NAME",
-                   help="input device id or (part of) its name (see 'kwsstream devices'); default: the default input")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
-    p.add_argument("--seconds", type=float, metavar="S", help="stop after this many seconds (default: Ctrl-C stops)")
-    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T", help=DETECT_THRESHOLD_HELP)
-    p.add_argument("--encoder", metavar="MODEL.onnx", help=MOVED_MODEL_HELP)
-    p.add_argument("--rate", type=int, metavar="HZ", help="open the device at this sample rate (default: the device's own)")
-    p.add_argument("--queue-seconds", type=float, default=QUEUE_SECONDS, metavar="S",
-                   help=f"audio held while processing catches up; beyond it the oldest is dropped with a warning "
-                        f"(default {QUEUE_SECONDS:g})")
-    add_threads_option(p)
-    p.set_defaults(func=cmd_listen, limit_blas=False)  # limited once the device captures (cmd_listen)
-
-    p = add_command(sub, "devices", "list the audio input devices",
-                    "List the audio input devices PortAudio sees (id, name, channels, default rate); * marks the "
-                    "default input. Give 'listen --device' an id or part of a name.",
-                    "example:\n  kwsstream devices\n  kwsstream listen -k my.kws --device 3")
-    p.set_defaults(func=cmd_devices, limit_blas=False)  # no matcher: numba is never imported
-
-
-# --- end of live audio ---------------------------------------------------------------------------
-
-
-# --- search an archive (kwsstream/search.py) -----------------------------------------------------
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from .keyset import load_keyset
-    from .search import SpotterSpec, search
-
-    thresholds: dict[str, float] = {}
-    for name, value in args.threshold or []:
-        names = [kw.name for kw in load_keyset(args.keyset).keywords] if name is None else [name]
-        thresholds.update({n: value for n in names})
-    spec = SpotterSpec.from_file(args.keyset, encoder=args.encoder, thresholds=thresholds, threads=args.threads)
-    result = search(spec, args.paths, out=args.out, top=args.top, workers=args.workers,
-                    scheduler=args.scheduler, progress=not args.no_progress, say=_say)
-    where = f" on {args.scheduler}" if args.scheduler else f" with {result.workers} worker(s)"
-    _say(f"{len(result.rows)} hit(s); searched {len(result.searched)} file(s) ({result.seconds / 3600:.2f} h of audio "
-         f"in {result.wall:.0f} s{where}), {len(result.resumed)} already searched, {len(result.bad)} skipped"
-         + (f"; table: {args.out}" if args.out else ""))
-    return EXIT_OK
-
-
-def add_search_parser(sub) -> None:
-    """The ``search`` subcommand."""
-
-    def positive(text: str) -> int:
-        if not text.strip().isdigit() or int(text) < 1:
-            raise UsageError(f"{text!r} must be a whole number >= 1")
-        return int(text)
-
-    p = add_command(
-        sub, "search", "search folders of audio files for the enrolled keywords: one ranked table, resumable",
-        "Run every audio file under the PATHs through the detection pipeline (as 'detect' does) on local "
-        "worker processes or a Dask cluster, and write one table of hits ranked by cost within each keyword. "
-        "A bad file is reported in one line and skipped; a rerun with the same --out skips the files already "
-        "searched.",
-        "examples:\n"
-        "  kwsstream search -k my.kws recordings/ --out hits.csv\n"
-        "  kwsstream search -k my.kws 'archive/**/*.flac' --top 20 --out best.jsonl\n"
-        "  kwsstream search -k my.kws @files.txt --scheduler tcp://10.0.0.5:8786 --out hits.csv")
-    p.add_argument("-k", "--keyset", required=True, help="the keyword set to search for (made with 'kwsstream enroll')")
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="folder (searched recursively for audio files), glob ('**' spans folders), audio file, "
-                        "or @LIST.txt (one path a line)")
-    p.add_argument("--out", help="the table: .csv for CSV, else JSON lines (default: JSON lines on stdout); "
-                                 "OUT.state.jsonl beside it lets a rerun skip the files already searched")
-    p.add_argument("--top", type=positive, metavar="N", help="keep each keyword's N best hits")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=positive, metavar="N",
-                       help="worker processes of a local Dask cluster (default: one per CPU; 1: in this process)")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster's scheduler, e.g. tcp://host:8786")
-    p.add_argument("--threshold", type=parse_threshold_option, action="append", metavar="[NAME=]T",
-                   help="detection threshold: T for every keyword or NAME=T for one (repeatable; overrides the set's). "
-                        "Higher: more detections and more false alarms; lower: fewer of both")
-    p.add_argument("--encoder", help="path of the ONNX model, if it moved since enrollment (checked by sha256)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_threads_option(p)
-    p.set_defaults(func=cmd_search)
-
-
-# --- end of search -------------------------------------------------------------------------------
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -417,80 +211,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # while enrolling the examples, or a second Ctrl-C: the user's stop (exit 0)
         _say(STOPPED)
         return EXIT_OK
-
-
-# --- help texts ----------------------------------------------------------------------------------
-
-THRESHOLD_DIRECTION = ("A keyword fires where its score (lower: more alike) falls under its threshold: higher: more "
-                       "detections and more false alarms; lower: fewer of both")
-DETECT_THRESHOLD_HELP = ("detection threshold for this run: T for every keyword or NAME=T for one (repeatable; "
-                         "overrides the set's, which 'kwsstream keywords' shows). " + THRESHOLD_DIRECTION)
-KEYSET_HELP = "keyword set file (.kws), made by 'kwsstream enroll'"
-JSON_HELP = "one JSON object per detection on stdout (keyword, start, end, cost, threshold, source, template)"
-MOVED_MODEL_HELP = "path of the ONNX model, if it moved since enrollment (checked by sha256)"
-
-MAIN_EPILOG = """\
-first steps:
-  kwsstream demo                                        # the bundled examples, spotted live
-  kwsstream enroll -k my.kws hola hola1.wav hola2.wav hola3.wav
-  kwsstream detect -k my.kws talk.wav --plot scores.png
-
-'kwsstream COMMAND --help' explains a command, with examples.
-exit status: 0 success (also a live run - listen, demo, detect --realtime - stopped with Ctrl-C),
-2 bad usage or bad input (one line naming the file and the problem), 1 internal error,
-130 another command interrupted with Ctrl-C."""
-
-ENROLL_EXAMPLES = """\
-examples:
-  kwsstream enroll -k my.kws hola hola1.wav hola2.wav hola3.wav     # a new set, or one more keyword
-  kwsstream enroll -k my.kws casa talk.wav --segment 3.20 3.71      # cut out of a longer recording
-  kwsstream enroll -k my.kws hola hola4.wav --background me.wav     # calibrated on your own background
-  kwsstream enroll -k my.kws hola h1.wav h2.wav --encoder mfcc      # no model needed, lowest CPU"""
-
-CALIBRATE_EXAMPLES = """\
-examples:
-  kwsstream calibrate -k my.kws --background me.wav tv.wav          # your own keyword-free audio
-  kwsstream calibrate -k my.kws --keyword hola --fa-per-hour 0.5    # one keyword, a looser target"""
-
-DETECT_EXAMPLES = """\
-examples:
-  kwsstream detect -k my.kws meeting.mp3                            # lines on stderr
-  kwsstream detect -k my.kws meeting.mp3 --json > hits.jsonl        # JSON lines on stdout
-  kwsstream detect -k my.kws a.wav b.wav --plot scores.png          # scores-a.png, scores-b.png
-  kwsstream detect -k my.kws talk.wav --threshold hola=0.35         # one keyword looser, this run only
-  kwsstream detect -k my.kws talk.wav --realtime                    # paced like a microphone"""
-
-KEYWORDS_EXAMPLES = """\
-examples:
-  kwsstream keywords -k my.kws                                      # list
-  kwsstream keywords -k my.kws --set hola --fa-per-hour 0.2         # stricter (fewer false alarms)
-  kwsstream keywords -k my.kws --set hola --threshold 0.30          # a threshold of your own
-  kwsstream keywords -k my.kws --remove casa"""
-
-DEMO_EXAMPLES = """\
-examples:
-  kwsstream demo                                                    # microphone, else the recording
-  kwsstream demo --fast --encoder mfcc                              # the recording, as fast as it goes"""
-
-LISTEN_EXAMPLES = """\
-examples:
-  kwsstream listen -k my.kws                                        # the default input, until Ctrl-C
-  kwsstream listen -k my.kws --device USB --seconds 60 --json       # a device by name, one minute"""
-
-
-def add_command(sub, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    """A subcommand whose --help shows ``description`` and the examples of ``epilog`` as written."""
-    return sub.add_parser(name, help=help, description=textwrap.fill(description, 79), epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def add_calibration_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
-                   help="target false alarms per hour per keyword on the background (default: the keyword's earlier "
-                        "target, else 0.1). Higher: more detections and more false alarms; lower: fewer of both")
-    p.add_argument("--background", nargs="+", metavar="AUDIO",
-                   help="keyword-free recordings to count false alarms on (default: the bundled 26 min of "
-                        "Russian speech, music and noise); best: ~10 minutes of the speaker or room you will spot in")
 
 
 def build_parser() -> argparse.ArgumentParser:
