@@ -16,6 +16,8 @@ every worker). Dask (the ``search`` extra) is imported only then. The spotter tr
 worker, not per file: a :class:`SpotterSpec` (the keyword set file's bytes, the encoder
 override, the thresholds) is registered as a worker plugin that builds the Spotter into a
 per-process cache keyed by the spec's content hash; each task names only that key and a path.
+That side (spec, worker plugin, spotter cache, one file's task, the cluster) is
+:mod:`kwsstream.searchworkers`; its names stay importable from here.
 
 **Resumable.** With ``out``, a sidecar state file ``OUT.state.jsonl`` (JSON lines: a header
 naming the spotter, then one line per file finished, written and flushed as it finishes, with
@@ -29,8 +31,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
-import importlib.util
 import io
 import json
 import math
@@ -38,12 +38,23 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import KwsError, UsageError
+from .errors import UsageError
+from .searchworkers import (
+    SEARCH_EXTRA_HINT, FileEntry, FileResult, SpotterSpec, dask_available, import_dask, run_on_dask, search_file,
+    spotter_for,
+)
+
+__all__ = [
+    "AUDIO_SUFFIXES", "COLUMNS", "PROGRESS_SECONDS", "STATE_SUFFIX", "STATE_VERSION", "Progress", "SearchResult",
+    "SearchState", "expand_paths", "rank_hits", "search", "state_path", "write_table",
+    # kwsstream.searchworkers's, importable from here as ever
+    "SEARCH_EXTRA_HINT", "FileEntry", "FileResult", "SpotterSpec", "dask_available", "search_file", "spotter_for",
+]
 
 AUDIO_SUFFIXES = frozenset({
     ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
@@ -58,140 +69,9 @@ STATE_VERSION = 1
 COLUMNS = ("keyword", "file", "start", "end", "cost", "rank")
 PROGRESS_SECONDS = 10.0
 """How often the plain progress line (no tqdm) is printed."""
-SEARCH_EXTRA_HINT = "pip install 'kwsstream[search]'"
-
-
-# --- the spotter, sent once per worker ---------------------------------------------------------
-
-@dataclass(frozen=True)
-class SpotterSpec:
-    """What a worker needs to build the Spotter: the keyword set file's bytes, the encoder
-    override (``--encoder``: an ONNX model's path), threshold overrides and encoder threads."""
-
-    keyset_bytes: bytes
-    keyset_name: str
-    encoder: str | None = None
-    thresholds: tuple[tuple[str, float], ...] = ()
-    threads: int | None = None
-
-    @classmethod
-    def from_file(cls, keyset: str | Path, *, encoder: str | None = None,
-                  thresholds: Mapping[str, float] | None = None, threads: int | None = None) -> SpotterSpec:
-        """The spec of a keyword set file; the set is loaded and checked here first, so a bad one
-        is refused once, before any worker starts."""
-        from .keyset import load_keyset
-
-        path = Path(keyset)
-        names = [kw.name for kw in load_keyset(path).keywords]
-        for name in thresholds or {}:
-            if name not in names:
-                raise UsageError(f"threshold given for unknown keyword {name!r}")
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise UsageError(f"{path}: cannot be read ({err.strerror or err})") from None
-        return cls(data, str(path), encoder, tuple(sorted((thresholds or {}).items())), threads)
-
-    @property
-    def key(self) -> str:
-        """Content hash: the keyword set's bytes, the encoder override and the thresholds."""
-        h = hashlib.sha256(self.keyset_bytes)
-        h.update(json.dumps([self.encoder, self.thresholds]).encode())
-        return h.hexdigest()
-
-    def build(self):
-        """The Spotter (in the process that calls it)."""
-        from .encoders import load_encoder
-        from .keyset import load_keyset
-        from .spotter import Spotter
-
-        with tempfile.TemporaryDirectory(prefix="kwsstream-search-") as folder:
-            path = Path(folder) / Path(self.keyset_name).name
-            path.write_bytes(self.keyset_bytes)
-            keyset = load_keyset(path)
-        encoder = load_encoder(self.encoder, threads=self.threads) if self.encoder else None
-        return Spotter(keyset, encoder, thresholds=dict(self.thresholds) or None, threads=self.threads)
-
-
-_SPOTTERS: dict[str, Any] = {}
-"""This process's spotters by :attr:`SpotterSpec.key` (one per worker process)."""
-
-
-def spotter_for(spec: SpotterSpec):
-    """The cached Spotter of ``spec`` in this process, built on first use."""
-    key = spec.key
-    if key not in _SPOTTERS:
-        from .matcher import limit_blas_threads
-
-        limit_blas_threads()
-        _SPOTTERS[key] = spec.build()
-    return _SPOTTERS[key]
-
-
-def _worker_plugin(spec: SpotterSpec):
-    """A Dask ``WorkerPlugin`` that builds the spotter on each worker once (also on workers that
-    join later). Made here so that ``distributed`` is imported only when a cluster is used."""
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class SpotterPlugin(WorkerPlugin):
-        def __init__(self, spec: SpotterSpec):
-            self.spec = spec
-
-        def setup(self, worker) -> None:
-            spotter_for(self.spec)
-
-    return SpotterPlugin(spec)
-
-
-# --- one file ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FileResult:
-    """One file searched: its identity (path, size, mtime), seconds of audio heard, its hits as
-    ``(keyword, start, end, cost)`` rows, or the one-line error that made it skipped."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    seconds: float = 0.0
-    hits: tuple[tuple[str, float, float, float], ...] = ()
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "seconds": round(self.seconds, 3),
-                "hits": [list(h) for h in self.hits], "error": self.error}
-
-
-def search_file(spotter, path: str, size: int, mtime_ns: int) -> FileResult:
-    """The hits of one file (``Spotter.detect_file``, the pipeline ``detect`` uses). A file the
-    audio boundary refuses gives a result with ``error`` set; other exceptions propagate."""
-    pipeline = spotter.detect_file(path)
-    hits = []
-    try:
-        for event in pipeline:
-            d = event.to_dict()
-            hits.append((d["keyword"], d["start"], d["end"], d["cost"]))
-    except KwsError as err:
-        return FileResult(path, size, mtime_ns, error=str(err))
-    seconds = pipeline.summary.seconds if pipeline.summary is not None else 0.0
-    return FileResult(path, size, mtime_ns, seconds, tuple(hits))
-
-
-def _task(key: str, path: str, size: int, mtime_ns: int) -> FileResult:
-    """A Dask task: one file with this worker's cached spotter (put there by the plugin)."""
-    spotter = _SPOTTERS.get(key)
-    if spotter is None:
-        raise RuntimeError("the kwsstream search plugin did not set up a spotter on this worker")
-    return search_file(spotter, path, size, mtime_ns)
 
 
 # --- which files ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str  # absolute
-    size: int
-    mtime_ns: int
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -468,18 +348,6 @@ def write_table(rows: list[dict[str, Any]], out: str | Path | None) -> None:
     os.replace(tmp, out)
 
 
-def dask_available() -> bool:
-    return importlib.util.find_spec("distributed") is not None and importlib.util.find_spec("dask") is not None
-
-
-def _import_dask(why: str):
-    try:
-        import distributed
-    except ImportError:
-        raise UsageError(f"{why} needs Dask distributed, which is not installed: {SEARCH_EXTRA_HINT}") from None
-    return distributed
-
-
 def search(
     keyset: str | Path | SpotterSpec,
     paths: Sequence[str],
@@ -516,7 +384,7 @@ def search(
         raise UsageError("--workers and --scheduler do not go together: a cluster has its own workers")
     spec = keyset if isinstance(keyset, SpotterSpec) else SpotterSpec.from_file(keyset)
     if scheduler is not None or (workers or 1) > 1:
-        _import_dask("--scheduler" if scheduler is not None else f"--workers {workers}")
+        import_dask("--scheduler" if scheduler is not None else f"--workers {workers}")
     files = expand_paths(paths, say)
     if not files:
         raise UsageError("no audio files to search in " + " ".join(paths))
@@ -571,7 +439,7 @@ def search(
                     result.complete = False
                     break
         elif todo:
-            result.complete = _run_on_dask(spec, todo, scheduler, result.workers, finished, failed, say)
+            result.complete = run_on_dask(spec, todo, scheduler, result.workers, finished, failed, say)
     finally:
         bar.close()
         state.close()
@@ -590,48 +458,3 @@ def _keyword_names(spec: SpotterSpec) -> list[str]:
         path = Path(folder) / "set.kws"
         path.write_bytes(spec.keyset_bytes)
         return [kw.name for kw in load_keyset(path).keywords]
-
-
-def _run_on_dask(spec: SpotterSpec, todo: list[FileEntry], scheduler: str | None, workers: int,
-                 finished: Callable[[FileResult], bool], failed: Callable[[FileEntry, BaseException], None],
-                 say: Callable[[str], None]) -> bool:
-    """The tasks on a Dask cluster (local or at ``scheduler``); False when stopped early."""
-    import logging
-
-    _import_dask("--scheduler" if scheduler is not None else f"--workers {workers}")
-    from distributed import Client, LocalCluster, as_completed
-
-    if scheduler is not None:
-        cluster = None
-        client = Client(scheduler, timeout="30s")
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
-        client = Client(cluster)
-    try:
-        replies = client.register_plugin(_worker_plugin(spec), name=f"kwsstream-spotter-{spec.key[:16]}")
-        for reply in (replies or {}).values():
-            if isinstance(reply, dict) and reply.get("status") == "error":
-                raise UsageError(f"a worker could not load the keyword set: {reply.get('exception')}")
-        futures = {client.submit(_task, spec.key, e.path, e.size, e.mtime_ns, pure=False): e
-                   for e in todo}
-        stopped = False
-        for future in as_completed(futures):
-            entry = futures[future]
-            try:
-                r = future.result()
-            except KwsError:
-                raise
-            except Exception as err:  # noqa: BLE001  (a task that died: reported, searched again on a rerun)
-                failed(entry, err)
-                continue
-            if finished(r):
-                stopped = True
-                break
-        if stopped:
-            client.cancel(list(futures))
-        return not stopped
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
