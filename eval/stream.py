@@ -9,14 +9,14 @@ each corpus's examples (per-example segments) and thresholds calibrated at enrol
 noise at SNR dB, ``room``: RT60 0.5 s); the conditioned audio is written to a FLAC under
 ``OUT/audio`` and that file is what the pipeline reads. The per-keyword score trace of every run
 is cached under ``OUT/traces`` (named by a hash of the keyset and the audio), so reruns skip
-finished runs; the threshold sweep, scoring, tables and plots (:mod:`eval.streamreport`) are
-replayed from the traces.
+finished runs; the threshold sweep and scoring (:mod:`eval.streamscore`), tables and plots
+(:mod:`eval.streamreport`) are replayed from the traces.
 
 Calibration ``own``: for a one-speaker stream, the first ``--own-minutes`` of its keyword-free
 prompts are held out (``OUT/own``), the same templates are calibrated on them, and only the rest
 of the stream is counted. Calibration accuracy: every keyword's threshold is moved to each rate in
-:data:`eval.streamreport.ASKED` along its stored curve (``set_sensitivity``) and the rate got is
-measured. Latency: when a live stream emits the event (:func:`eval.streamreport.probe_timing`).
+:data:`eval.streamscore.ASKED` along its stored curve (``set_sensitivity``) and the rate got is
+measured. Latency: when a live stream emits the event (:func:`eval.streamscore.probe_timing`).
 
 Stream corpus layout (``CORPUS/corpus.json``, format ``kwsstream-streams`` version 1): keywords with
 their enrollment examples (``audio``, ``segment``, ``speaker``), streams (``audio``, ``truth`` CSV
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from eval import streamreport as report
+from eval import streamscore as scoring
 from eval.streamcorpus import (CONDITIONS, ROOM_RT60, Corpus, OwnSplit, StreamInfo, apply_condition, babble_source,
                               build_synthetic, check_condition, load_corpus, own_split, read_truth, safe_cut)
 from kwsstream.errors import UsageError
@@ -117,7 +118,7 @@ def enrolled_keyset(out: Path, corpus: Corpus, names: list[str], encoder, label:
     return keyset, path
 
 
-def run_stream(spotter, path: Path) -> tuple[report.Trace, report.Events, float]:
+def run_stream(spotter, path: Path) -> tuple[scoring.Trace, scoring.Events, float]:
     """The user's detection path over the file at ``path`` with a score sink: the trace, the live
     events and the wall seconds."""
     from kwsstream.audio import MAX_SECONDS, iter_audio_blocks
@@ -139,21 +140,21 @@ def run_stream(spotter, path: Path) -> tuple[report.Trace, report.Events, float]
     start, template = np.zeros((n, n_k), np.int64), np.full((n, n_k), -1, np.int64)
     for f0, s, st, t in chunks:
         score[f0:f0 + len(s)], start[f0:f0 + len(s)], template[f0:f0 + len(s)] = s, st, t
-    live = report.Events(np.array([names.index(e.keyword) for e in events], np.int64),
-                         np.array([e.start for e in events]), np.array([e.end for e in events]),
-                         np.array([e.cost for e in events]))
-    return report.Trace(score, start, template, samples / 16000), live, wall
+    live = scoring.Events(np.array([names.index(e.keyword) for e in events], np.int64),
+                          np.array([e.start for e in events]), np.array([e.end for e in events]),
+                          np.array([e.cost for e in events]))
+    return scoring.Trace(score, start, template, samples / 16000), live, wall
 
 
 def cached_trace(out: Path, keyset_path: Path, keyset_corpus: str, stream_corpus: str, stream: StreamInfo,
-                 condition: str, label: str, audio: Path, spotter) -> tuple[report.Trace, report.Events, float]:
+                 condition: str, label: str, audio: Path, spotter) -> tuple[scoring.Trace, scoring.Events, float]:
     key = _key(file_hash(keyset_path), file_hash(audio), spotter.options, DETECT_BLOCK_SECONDS)
     path = out / "traces" / keyset_corpus / f"{stream_corpus}.{stream.id}.{condition}.{label}.{key}.npz"
     if path.exists():
         z = np.load(path)
-        trace = report.Trace(z["score"], z["start"].astype(np.int64), z["template"].astype(np.int64),
-                             float(z["seconds"]))
-        return trace, report.Events(z["ev_keyword"], z["ev_start"], z["ev_end"], z["ev_cost"]), 0.0
+        trace = scoring.Trace(z["score"], z["start"].astype(np.int64), z["template"].astype(np.int64),
+                              float(z["seconds"]))
+        return trace, scoring.Events(z["ev_keyword"], z["ev_start"], z["ev_end"], z["ev_cost"]), 0.0
     trace, live, wall = run_stream(spotter, audio)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part.npz")
@@ -163,7 +164,7 @@ def cached_trace(out: Path, keyset_path: Path, keyset_corpus: str, stream_corpus
     return trace, live, wall
 
 
-def same_events(a: report.Events, b: report.Events) -> bool:
+def same_events(a: scoring.Events, b: scoring.Events) -> bool:
     order = lambda e: np.lexsort((e.start, e.keyword, e.end))  # noqa: E731
     ia, ib = order(a), order(b)
     return (len(a) == len(b) and np.array_equal(a.keyword[ia], b.keyword[ib]) and np.allclose(a.start[ia], b.start[ib])
@@ -177,7 +178,7 @@ def encoder_label(spec: str) -> str:
     return "mfcc" if spec == "mfcc" else Path(spec).stem
 
 
-OWN_SPAN = report.OWN_SPAN
+OWN_SPAN = scoring.OWN_SPAN
 
 
 def own_background(out: Path, corpus: Corpus, stream: StreamInfo, split: OwnSplit) -> Path:
@@ -258,8 +259,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     corpora = [load_corpus(f) for f in folders]
     negatives = [load_corpus(f) for f in args.negatives or []]
     conditions = [check_condition(c) for c in args.conditions]
-    offsets = report.default_offsets(*args.offsets)
-    asked = np.array(report.ASKED)
+    offsets = scoring.default_offsets(*args.offsets)
+    asked = np.array(scoring.ASKED)
     cut_s = args.minutes * 60 if args.minutes else None
     encoders = {encoder_label(spec): load_encoder(spec) for spec in args.encoder}
     calibrations = list(dict.fromkeys(args.calibration))
@@ -302,7 +303,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         if (corpus.name, label) not in keysets:
             keyset, path = enrolled_keyset(out, corpus, names, encoders[label], label)
             spotter = Spotter(keyset, encoders[label])
-            entry = {"spotter": spotter, "path": path, "timing": report.probe_timing(spotter),
+            entry = {"spotter": spotter, "path": path, "timing": scoring.probe_timing(spotter),
                      "builtin": (keyset, {t: thresholds_for(keyset, names, t) for t in asked})}
             if corpus.name in splits:
                 backgrounds = [own_background(out, corpus, s, splits[corpus.name][s.id]) for s in corpus.streams]
@@ -317,8 +318,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                                          spotter)
         truth = read_truth(stream.truth, names, cut)
         grid, options = spotter.encoder.grid, spotter.options.detector
-        replayed = report.replay(trace, report.thresholds_at(spotter.thresholds.astype(np.float64), 0.0), grid,
-                                 options)
+        replayed = scoring.replay(trace, scoring.thresholds_at(spotter.thresholds.astype(np.float64), 0.0), grid,
+                                  options)
         ok = same_events(replayed, live)
         if not ok:
             _LOG.error("%s/%s %s %s: replay at the enrollment thresholds differs from the live events",
@@ -330,18 +331,18 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             keyset, at = entry[c]
             count_from = own_start if c == "own" else 0.0
             base = np.array([keyset.get(n).threshold for n in names], np.float64)
-            result = report.sweep(trace, truth, base, offsets, grid, options, count_from=count_from, timing=timing)
-            points = report.evaluate(trace, truth, [at[t] for t in asked], asked, grid, options,
-                                     count_from=count_from, timing=timing)
+            result = scoring.sweep(trace, truth, base, offsets, grid, options, count_from=count_from, timing=timing)
+            points = scoring.evaluate(trace, truth, [at[t] for t in asked], asked, grid, options,
+                                      count_from=count_from, timing=timing)
             key = (corpus.name, condition, label, c)
             results[key] = result if key not in results else results[key] + result
             asked_results[key] = points if key not in asked_results else asked_results[key] + points
             if c == "builtin" and "own" in entry:  # the same thresholds counted on the own-voice test span
                 key = (corpus.name, condition, label, OWN_SPAN)
-                span = report.sweep(trace, truth, base, offsets, grid, options, count_from=own_start, timing=timing)
+                span = scoring.sweep(trace, truth, base, offsets, grid, options, count_from=own_start, timing=timing)
                 results[key] = span if key not in results else results[key] + span
-                span = report.evaluate(trace, truth, [at[t] for t in asked], asked, grid, options,
-                                       count_from=own_start, timing=timing)
+                span = scoring.evaluate(trace, truth, [at[t] for t in asked], asked, grid, options,
+                                        count_from=own_start, timing=timing)
                 asked_results[key] = span if key not in asked_results else asked_results[key] + span
         runs.append({"corpus": owner.name, "keyset": corpus.name, "stream": stream.id, "condition": condition,
                      "encoder": label, "minutes": trace.seconds / 60, "occurrences": len(truth.keyword),
@@ -351,20 +352,20 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         names = names_of[corpus_name]
         keyset = keysets[corpus_name, label]["own" if c == "own" else "builtin"][0]
         base = np.array([keyset.get(n).threshold for n in names], np.float64)
-        rows = report.det_rows(result, names, base, corpus=corpus_name, condition=condition, encoder=label,
-                               calibration=c)
+        rows = scoring.det_rows(result, names, base, corpus=corpus_name, condition=condition, encoder=label,
+                                calibration=c)
         det += rows
-        ops += report.operating_points(rows, result, names)
+        ops += scoring.operating_points(rows, result, names)
     for (corpus_name, condition, label, c), result in asked_results.items():
-        cal += report.calibration_rows(result, names_of[corpus_name], corpus=corpus_name, condition=condition,
-                                       encoder=label, calibration=c)
+        cal += scoring.calibration_rows(result, names_of[corpus_name], corpus=corpus_name, condition=condition,
+                                        encoder=label, calibration=c)
     for corpus in corpora:
         for condition in conditions:
             curves, kw_hours = {}, {}
             for label in encoders:
                 for c in calibrations:
                     rows = [r for r in det if (r["corpus"], r["condition"], r["encoder"], r["calibration"],
-                                               r["keyword"]) == (corpus.name, condition, label, c, report.ALL)]
+                                               r["keyword"]) == (corpus.name, condition, label, c, scoring.ALL)]
                     if rows:
                         curves[label, c] = rows
                         kw_hours[label, c] = rows[0]["negative_hours"] * rows[0]["keywords"]

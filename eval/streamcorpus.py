@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from eval import streamreport as report
+from eval import streamscore as scoring
 from kwsstream.errors import UsageError
 
 _LOG = logging.getLogger(__name__)
@@ -95,11 +95,11 @@ def load_corpus(folder: Path) -> Corpus:
     return Corpus(name, Path(folder), keywords, streams)
 
 
-def read_truth(path: Path | None, names: list[str], cut: float | None) -> report.Truth:
+def read_truth(path: Path | None, names: list[str], cut: float | None) -> scoring.Truth:
     """The occurrences and ignore spans of ``names`` in a truth CSV (ending before ``cut`` s when
     given); a row without ``kind`` (the 4-column format) is an occurrence."""
     if path is None or not path.exists():
-        return report.Truth.empty()
+        return scoring.Truth.empty()
     rows = {"keyword": ([], [], []), "ignore": ([], [], [])}
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -112,8 +112,8 @@ def read_truth(path: Path | None, names: list[str], cut: float | None) -> report
                 start.append(float(row["start"]))
                 end.append(float(row["end"]))
     (kw, start, end), (ikw, istart, iend) = rows["keyword"], rows["ignore"]
-    return report.Truth(np.array(kw, np.int64), np.array(start, np.float64), np.array(end, np.float64),
-                        np.array(ikw, np.int64), np.array(istart, np.float64), np.array(iend, np.float64))
+    return scoring.Truth(np.array(kw, np.int64), np.array(start, np.float64), np.array(end, np.float64),
+                         np.array(ikw, np.int64), np.array(istart, np.float64), np.array(iend, np.float64))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from eval import streamreport as report
+from eval import streamscore as scoring
 from kwsstream import truth
 from kwsstream.detector import DetectorOptions
 from kwsstream.encoders.base import FrameGrid
@@ -18,7 +19,7 @@ GRID = FrameGrid(hop=160, length=160)  # frame j spans j*0.01 .. (j+1)*0.01 s
 LOOKAHEAD = DetectorOptions().lookahead
 
 
-def hand_trace() -> tuple[report.Trace, report.Truth]:
+def hand_trace() -> tuple[scoring.Trace, scoring.Truth]:
     """Two keywords, 10 s of frames, single-frame dips (score elsewhere 1.0, above every threshold).
 
     keyword 0: dip 0.20 at frame 110 from 80 (0.80-1.11 s) on occurrence A (0.85-1.05): hit;
@@ -33,16 +34,16 @@ def hand_trace() -> tuple[report.Trace, report.Truth]:
     template = np.zeros((n, 2), np.int64)
     for k, frame, value, first in ((0, 110, 0.20, 80), (0, 200, 0.45, 125), (0, 500, 0.35, 470), (1, 345, 0.40, 300)):
         score[frame, k], start[frame, k] = value, first
-    truth = report.Truth(np.array([0, 1, 0]), np.array([0.85, 3.0, 7.0]), np.array([1.05, 3.4, 7.5]))
-    return report.Trace(score, start, template, 1800.0), truth
+    truth = scoring.Truth(np.array([0, 1, 0]), np.array([0.85, 3.0, 7.0]), np.array([1.05, 3.4, 7.5]))
+    return scoring.Trace(score, start, template, 1800.0), truth
 
 
 def test_scoring_sweep_and_operating_points_on_a_hand_made_trace():
     trace, truth = hand_trace()
     enrolled = np.array([0.5, 0.5])
-    offsets = report.default_offsets(-0.2, 0.1, 0.1)
+    offsets = scoring.default_offsets(-0.2, 0.1, 0.1)
     assert offsets.tolist() == [-0.2, -0.1, 0.0, 0.1]
-    result = report.sweep(trace, truth, enrolled, offsets, GRID)
+    result = scoring.sweep(trace, truth, enrolled, offsets, GRID)
     assert result.occurrences.tolist() == [2, 1]
     assert result.hours == 0.5
     assert result.hits.tolist() == [[1, 0], [1, 0], [1, 1], [1, 1]]
@@ -52,7 +53,7 @@ def test_scoring_sweep_and_operating_points_on_a_hand_made_trace():
     assert np.allclose(result.latencies[0], [1.11 + LOOKAHEAD - 1.05])
     assert np.allclose(result.latencies[1], [3.46 + LOOKAHEAD - 3.4])
 
-    rows = report.det_rows(result, ["a", "b"], enrolled, corpus="c", condition="dry", encoder="e")
+    rows = scoring.det_rows(result, ["a", "b"], enrolled, corpus="c", condition="dry", encoder="e")
     assert len(rows) == len(offsets) * 3
     at0 = {r["keyword"]: r for r in rows if r["offset"] == 0}
     assert at0["a"]["fa_per_hour"] == 2 / 0.5 and at0["a"]["frr"] == 0.5 and at0["a"]["repeats"] == 1
@@ -61,7 +62,7 @@ def test_scoring_sweep_and_operating_points_on_a_hand_made_trace():
     assert math.isclose(at0["all"]["frr"], 1 / 3) and math.isnan(at0["all"]["threshold"])
     assert math.isclose(at0["a"]["threshold"], 0.5, abs_tol=1e-6)
 
-    ops = {(r["keyword"], r["point"]): r for r in report.operating_points(rows, result, ["a", "b"])}
+    ops = {(r["keyword"], r["point"]): r for r in scoring.operating_points(rows, result, ["a", "b"])}
     assert ops["all", "fa<=0.5"]["offset"] == -0.2 and math.isclose(ops["all", "fa<=0.5"]["frr"], 2 / 3)
     assert math.isclose(ops["all", "fa<=1"]["frr"], 2 / 3)  # -0.1 gives 1 FA/h but no more hits
     assert math.isclose(ops["all", "fa<=5"]["frr"], 1 / 3) and ops["all", "fa<=5"]["offset"] == 0
@@ -72,10 +73,10 @@ def test_scoring_sweep_and_operating_points_on_a_hand_made_trace():
     # keyword b has no false alarm at any offset: its FRR at 0.5 FA/h is that of offset 0
     assert ops["b", "fa<=0.5"]["frr"] == 0
     # a target under every swept point: not reached (NaN), nothing interpolated
-    none = report.operating_points(rows, result, ["a", "b"], targets=(-1.0,))
+    none = scoring.operating_points(rows, result, ["a", "b"], targets=(-1.0,))
     assert math.isnan(next(r for r in none if r["point"] == "fa<=-1")["frr"])
 
-    md = report.summary_markdown(report.operating_points(rows, result, ["a", "b"]), [], [], "x")
+    md = report.summary_markdown(scoring.operating_points(rows, result, ["a", "b"]), [], [], "x")
     # FRR micro / macro: at -0.2 a misses 1 of 2, b its only one: micro 2/3, macro (1/2 + 1) / 2
     assert "| c | dry | e | builtin | 1.00 | 3 | 66.7 % / 75.0 % | 66.7 % / 75.0 % | 33.3 % / 25.0 % |" in md
     assert "| c | dry | e | builtin | 1.00 | 33.3 % (2/3) | 25.0 % | 2.00 (2) | 1 | 0 | 33.3 % |" in md
@@ -87,16 +88,16 @@ def test_overlap_rule_is_the_runtime_hit_rule():
     ev_e = ev_s + rng.uniform(0.1, 1, 40)
     tr_s = rng.uniform(0, 10, 30)
     tr_e = tr_s + rng.uniform(0.1, 1, 30)
-    got = report.overlaps(ev_s, ev_e, tr_s, tr_e)
+    got = scoring.overlaps(ev_s, ev_e, tr_s, tr_e)
     want = [[truth.matches("k", a, b, "k", c, d) for c, d in zip(tr_s, tr_e)] for a, b in zip(ev_s, ev_e)]
     assert got.tolist() == want
 
 
 def test_each_occurrence_counts_once_and_events_are_taken_in_time_order():
-    truth = report.Truth(np.array([0, 0]), np.array([1.0, 1.5]), np.array([1.4, 1.9]))
+    truth = scoring.Truth(np.array([0, 0]), np.array([1.0, 1.5]), np.array([1.4, 1.9]))
     # three events all overlapping both occurrences: two hits (earliest free occurrence first), one repeat
-    events = report.Events(np.array([0, 0, 0]), np.array([1.6, 1.0, 1.2]), np.array([1.9, 1.4, 1.7]), np.zeros(3))
-    s = report.score_events(events, truth, 1)
+    events = scoring.Events(np.array([0, 0, 0]), np.array([1.6, 1.0, 1.2]), np.array([1.9, 1.4, 1.7]), np.zeros(3))
+    s = scoring.score_events(events, truth, 1)
     assert (s.hits.tolist(), s.false_alarms.tolist(), s.repeats.tolist()) == ([2], [1], [1])
     assert np.allclose(s.latencies[0], [1.4 + LOOKAHEAD - 1.4, 1.7 + LOOKAHEAD - 1.9])
 
@@ -174,19 +175,19 @@ def test_end_to_end_on_a_tiny_synthetic_corpus(tmp_path):
     keyset = load_keyset(next((out / "keysets").glob("synthetic-es.mfcc.*.kws")))
     spotter = Spotter(keyset, load_encoder("mfcc"))
     trace, live, _ = run_stream(spotter, corpus.streams[0].audio)
-    replayed = report.replay(trace, report.thresholds_at(spotter.thresholds, 0.0), spotter.encoder.grid)
+    replayed = scoring.replay(trace, scoring.thresholds_at(spotter.thresholds, 0.0), spotter.encoder.grid)
     assert len(live) > 0
     assert replayed.keyword.tolist() == live.keyword.tolist() and np.allclose(replayed.end, live.end)
     assert np.array_equal(replayed.cost, live.cost)
 
     # a live stream fed 10 ms at a time emits every event when the latency model says it does
-    timing = report.probe_timing(spotter)
+    timing = scoring.probe_timing(spotter)
     chunk, audio, emitted = 160, load_audio(corpus.streams[0].audio), []
     stream = spotter.create_stream()
     for i in range(0, len(audio), chunk):
         emitted += [(e.keyword, e.end, stream.samples_fed) for e in stream.feed(audio[i:i + chunk])]
     assert len(emitted) == len(live)
-    model = report.replay(trace, report.thresholds_at(spotter.thresholds, 0.0), spotter.encoder.grid, timing=timing)
+    model = scoring.replay(trace, scoring.thresholds_at(spotter.thresholds, 0.0), spotter.encoder.grid, timing=timing)
     for (keyword, end, fed), want, name in zip(sorted(emitted, key=lambda e: e[1]), model.emitted[np.argsort(model.end)],
                                                np.array(names)[model.keyword[np.argsort(model.end)]]):
         assert keyword == name and fed - chunk < want * 16000 <= fed
@@ -213,7 +214,7 @@ def test_end_to_end_on_a_tiny_synthetic_corpus(tmp_path):
     by = {r["calibration"]: r for r in det2}
     assert math.isclose(float(by["own"]["negative_hours"]), (stream_s - split.test_start + 20) / 3600, rel_tol=1e-3)
     assert int(by["own"]["occurrences"]) == int((truth.start >= split.test_start).sum())
-    assert (by[report.OWN_SPAN]["negative_hours"], by[report.OWN_SPAN]["occurrences"]) == (
+    assert (by[scoring.OWN_SPAN]["negative_hours"], by[scoring.OWN_SPAN]["occurrences"]) == (
         by["own"]["negative_hours"], by["own"]["occurrences"])  # the built-in thresholds on the same span
     assert list((out2 / "own" / "one").glob("es-synth.heldout.*.flac"))
     assert "| one | dry | mfcc | own |" in (out2 / "summary.md").read_text()
@@ -242,14 +243,14 @@ def test_ignore_rows_are_neither_hits_nor_false_alarms(tmp_path):
     assert truth.keyword.tolist() == [0] and truth.ignore_keyword.tolist() == [0, 1]
     # a@1.1-1.4 hit; a@6.2-6.5 overlaps the ignore row widened by 0.3 s: ignored; a@6.4-6.8 does
     # not (6.4 > 6.3): false alarm; a@8.2-8.6 on b's ignore row: false alarm; b@8.5-8.7 ignored
-    events = report.Events(np.array([0, 0, 0, 0, 1]), np.array([1.1, 6.2, 6.4, 8.2, 8.5]),
-                           np.array([1.4, 6.5, 6.8, 8.6, 8.7]), np.zeros(5))
-    s = report.score_events(events, truth, 2)
+    events = scoring.Events(np.array([0, 0, 0, 0, 1]), np.array([1.1, 6.2, 6.4, 8.2, 8.5]),
+                            np.array([1.4, 6.5, 6.8, 8.6, 8.7]), np.zeros(5))
+    s = scoring.score_events(events, truth, 2)
     assert (s.hits.tolist(), s.false_alarms.tolist(), s.ignored.tolist()) == ([1, 0], [2, 0], [1, 1])
     # a hit wins over an ignore row it also overlaps
-    both = report.Truth(np.array([0]), np.array([5.2]), np.array([5.6]), np.array([0]), np.array([5.0]),
-                        np.array([6.0]))
-    s = report.score_events(report.Events(np.array([0]), np.array([5.3]), np.array([5.6]), np.zeros(1)), both, 1)
+    both = scoring.Truth(np.array([0]), np.array([5.2]), np.array([5.6]), np.array([0]), np.array([5.0]),
+                         np.array([6.0]))
+    s = scoring.score_events(scoring.Events(np.array([0]), np.array([5.3]), np.array([5.6]), np.zeros(1)), both, 1)
     assert (s.hits.tolist(), s.false_alarms.tolist(), s.ignored.tolist()) == ([1], [0], [0])
     # the old 4-column format: every row a keyword, no ignore rows
     old = tmp_path / "old.truth.csv"
@@ -260,11 +261,11 @@ def test_ignore_rows_are_neither_hits_nor_false_alarms(tmp_path):
 
 def test_macro_frr_is_the_mean_of_the_keywords_frr():
     # a: 9 of 10 found, b: 0 of 1, c: no occurrence (left out of the mean)
-    assert math.isclose(report.macro_frr(np.array([9, 0, 0]), np.array([10, 1, 0])), (0.1 + 1.0) / 2)
-    assert math.isnan(report.macro_frr(np.array([0]), np.array([0])))
-    result = report.SweepResult(np.array([0.0]), np.array([[9, 0, 0]]), np.zeros((1, 3), np.int64),
-                                np.zeros((1, 3), np.int64), np.array([10, 1, 0]), 1.0, [np.zeros(0)] * 3)
-    rows = report.det_rows(result, ["a", "b", "c"], np.zeros(3), corpus="c", condition="dry", encoder="e")
+    assert math.isclose(scoring.macro_frr(np.array([9, 0, 0]), np.array([10, 1, 0])), (0.1 + 1.0) / 2)
+    assert math.isnan(scoring.macro_frr(np.array([0]), np.array([0])))
+    result = scoring.SweepResult(np.array([0.0]), np.array([[9, 0, 0]]), np.zeros((1, 3), np.int64),
+                                 np.zeros((1, 3), np.int64), np.array([10, 1, 0]), 1.0, [np.zeros(0)] * 3)
+    rows = scoring.det_rows(result, ["a", "b", "c"], np.zeros(3), corpus="c", condition="dry", encoder="e")
     pooled = next(r for r in rows if r["keyword"] == "all")
     assert math.isclose(pooled["frr"], 2 / 11) and math.isclose(pooled["frr_macro"], 0.55)
 
@@ -292,10 +293,10 @@ def test_own_voice_split_holds_out_keyword_free_prompts_and_never_counts_them(tm
     start = np.arange(n)[:, None].astype(np.int64)
     for frame, first in ((7050, 7000), (20000, 19950), (40050, 40000), (50000, 49950)):
         score[frame, 0], start[frame, 0] = 0.1, first
-    trace = report.Trace(score, start, np.zeros((n, 1), np.int64), 1220.0)
-    truth = report.Truth(np.array([0, 0]), np.array([70.0, 400.0]), np.array([70.5, 400.5]))
-    whole = report.evaluate(trace, truth, [np.array([0.5])], np.array([1.0]), GRID)
-    own = report.evaluate(trace, truth, [np.array([0.5])], np.array([1.0]), GRID, count_from=split.test_start)
+    trace = scoring.Trace(score, start, np.zeros((n, 1), np.int64), 1220.0)
+    truth = scoring.Truth(np.array([0, 0]), np.array([70.0, 400.0]), np.array([70.5, 400.5]))
+    whole = scoring.evaluate(trace, truth, [np.array([0.5])], np.array([1.0]), GRID)
+    own = scoring.evaluate(trace, truth, [np.array([0.5])], np.array([1.0]), GRID, count_from=split.test_start)
     assert (whole.hits.tolist(), whole.false_alarms.tolist(), whole.occurrences.tolist()) == ([[2]], [[2]], [2])
     assert (own.hits.tolist(), own.false_alarms.tolist(), own.occurrences.tolist()) == ([[1]], [[1]], [1])
     assert math.isclose(own.hours, (1220 - 305) / 3600)
@@ -305,7 +306,7 @@ def test_latency_is_when_a_live_stream_emits_the_event(tmp_path):
     grid = FrameGrid(hop=160, length=400)  # frame j's audio ends at sample 160 j + 400
     # the encoder emits frames 2 at a time, each run once 1 frame of right context is complete;
     # the matcher matches blocks of 4 frames; the detector looks 3 frames ahead
-    timing = report.Timing.blocks(grid, lookahead=3, block=4, run=2, right=1)
+    timing = scoring.Timing.blocks(grid, lookahead=3, block=4, run=2, right=1)
     # event ending at frame 10: frame 13 must be matched: its block 12..15, emitted by runs ending
     # at frame 15, which wait for frame 16: audio up to 160 * 16 + 400 samples
     assert timing.ready(np.array([13])).tolist() == [160 * 16 + 400]
@@ -313,9 +314,9 @@ def test_latency_is_when_a_live_stream_emits_the_event(tmp_path):
     assert timing.ready(np.array([12, 15, 16, 1000])).tolist() == [160 * 16 + 400] * 2 + [160 * 20 + 400,
                                                                                          160 * 1004 + 400]
     # latency of a hit = emission - word end (not event end + detector look-ahead)
-    truth = report.Truth(np.array([0]), np.array([0.0]), np.array([0.1]))
-    events = report.Events.from_rows(np.array([[0, 0, 2, 10, 0.1]]), grid, timing)
-    s = report.score_events(events, truth, 1)
+    truth = scoring.Truth(np.array([0]), np.array([0.0]), np.array([0.1]))
+    events = scoring.Events.from_rows(np.array([[0, 0, 2, 10, 0.1]]), grid, timing)
+    s = scoring.score_events(events, truth, 1)
     assert np.allclose(s.latencies[0], [(160 * 16 + 400) / 16000 - 0.1])
     # the probe finds the same on a real MFCC spotter (frames in groups of 10, blocks of 10)
     from eval.scenes import write_audio
@@ -328,7 +329,7 @@ def test_latency_is_when_a_live_stream_emits_the_event(tmp_path):
     word += 0.01 * np.random.default_rng(0).standard_normal(8000)
     path = write_audio(tmp_path / "w.wav", word.astype(np.float32))
     spotter = Spotter(add_examples(None, encoder, "w", [path], (0.0, 0.5)), encoder)
-    probed = report.probe_timing(spotter)
-    model = report.Timing.blocks(encoder.grid, probed.lookahead, spotter.block, 10, 0)
+    probed = scoring.probe_timing(spotter)
+    model = scoring.Timing.blocks(encoder.grid, probed.lookahead, spotter.block, 10, 0)
     frames = np.arange(5000)
     assert probed.lookahead == 25 and np.array_equal(probed.ready(frames), model.ready(frames))
