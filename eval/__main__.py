@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "synth": ("eval.synth", "make a synthetic Spanish corpus in the Common Voice layout"),
     "run": ("eval.run", "run the study's protocol: encode, rank with S-DTW, P@K/R@K, anisotropy, report"),
     "stream": ("eval.stream", "streaming benchmark: FRR vs false alarms per hour (DET), latency, per condition"),
+    "ratemap": ("eval.ratemap", "measure the own-speech rate maps enrollment ships (false alarms in a speaker's speech vs on the background)"),
     "prompts": ("eval.prompts", "build keyword-spotting stream corpora of real speech from Debian's Asterisk prompts"),
 }
 """name -> (module, one-line help)."""

@@ -94,25 +94,29 @@ def conditioned_audio(out: Path, corpus: Corpus, stream: StreamInfo, condition: 
     return path
 
 
-def enrolled_keyset(out: Path, corpus: Corpus, names: list[str], encoder, label: str):
+def enrolled_keyset(out: Path, corpus: Corpus, names: list[str], encoder, label: str, rate_map: str = "shipped"):
     """The corpus's keywords enrolled with ``encoder`` from their per-example segments, then
-    calibrated together (the enrollment thresholds); cached under ``out/keysets``."""
+    calibrated together (the enrollment thresholds; ``rate_map`` ``none``: on the background's
+    own rates, not the encoder's shipped map); cached under ``out/keysets``."""
     from kwsstream.enroll import add_examples, calibrate_keywords
     from kwsstream.keyset import load_keyset, save_keyset
+    from kwsstream.ratemap import rate_map_for
+
+    chosen = rate_map_for(encoder.name) if rate_map == "shipped" else None
 
     examples = [(n, str(e["audio"]), file_hash(e["audio"]), e["segment"]) for n in names for e in corpus.keywords[n]]
     from kwsstream.calibrate import DEFAULT_FA_PER_HOUR
 
     # the enrollment rules: the default target and the context an encoder's normalisation gets
     key = _key(examples, encoder.identity, f"calibrate-default-{DEFAULT_FA_PER_HOUR}",
-               f"context-{encoder.context_seconds}")
+               f"context-{encoder.context_seconds}", chosen.to_json() if chosen else None)
     path = out / "keysets" / f"{corpus.name}.{label}.{key}.kws"
     if path.exists():
         return load_keyset(path), path
     keyset = None
     for name, audio, _, segment in examples:
         keyset = add_examples(keyset, encoder, name, [audio], segment)
-    keyset = calibrate_keywords(keyset, encoder)
+    keyset = calibrate_keywords(keyset, encoder, rate_map=chosen)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_keyset(keyset, path)
     return keyset, path
@@ -260,7 +264,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     negatives = [load_corpus(f) for f in args.negatives or []]
     conditions = [check_condition(c) for c in args.conditions]
     offsets = scoring.default_offsets(*args.offsets)
-    asked = np.array(scoring.ASKED)
+    asked = np.array(sorted(args.asked))
     cut_s = args.minutes * 60 if args.minutes else None
     encoders = {encoder_label(spec): load_encoder(spec) for spec in args.encoder}
     calibrations = list(dict.fromkeys(args.calibration))
@@ -301,7 +305,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     for corpus, names, label, condition, owner, stream in bar:
         bar.set_postfix_str(f"{corpus.name}/{owner.name}:{stream.id} {condition} {label}")
         if (corpus.name, label) not in keysets:
-            keyset, path = enrolled_keyset(out, corpus, names, encoders[label], label)
+            keyset, path = enrolled_keyset(out, corpus, names, encoders[label], label, args.rate_map)
             spotter = Spotter(keyset, encoders[label])
             entry = {"spotter": spotter, "path": path, "timing": scoring.probe_timing(spotter),
                      "builtin": (keyset, {t: thresholds_for(keyset, names, t) for t in asked})}
@@ -438,6 +442,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "calibration (default 8)")
     parser.add_argument("--own-max-share", type=float, default=0.5,
                         help="the held-out part never reaches past this share of the stream (default 0.5)")
+    parser.add_argument("--asked", type=float, nargs="+", default=list(scoring.ASKED), metavar="RATE",
+                        help="false alarms per hour asked of the stored curves (calibration accuracy; default "
+                             + " ".join(f"{a:g}" for a in scoring.ASKED) + ")")
+    parser.add_argument("--rate-map", choices=("shipped", "none"), default="shipped",
+                        help="built-in calibration through the encoder's shipped own-speech rate map (default, what "
+                             "enrollment does) or on the background's own rates (none: what 'python -m eval ratemap' "
+                             "fits the maps on)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.streamscore import ALL, ASKED, CALIBRATIONS, TARGETS
+from eval.streamscore import ALL, CALIBRATIONS, TARGETS
 from kwsstream.calibrate import DEFAULT_FA_PER_HOUR
 
 DET_COLUMNS = ("corpus", "condition", "encoder", "calibration", "keyword", "offset", "threshold", "hits",
@@ -113,7 +113,8 @@ def plot_asked_vs_got(path: Path, title: str, series: dict[tuple[str, str, str],
     fig, axes = plt.subplots(1, max(1, len(calibrations)), figsize=(5.2 * max(1, len(calibrations)), 4.8),
                              squeeze=False)
     drawn = {}
-    lo, hi = min(ASKED) / 3, max(ASKED) * 10
+    every = [a for asked, _, _ in series.values() for a in asked] or [0.1, 10.0]
+    lo, hi = min(every) / 3, max(every) * 10
     for ax, calibration in zip(axes[0], calibrations or ["builtin"]):
         grid = np.geomspace(lo, hi, 50)
         ax.fill_between(grid, grid / 2, grid * 2, color="grey", alpha=0.15, lw=0, label="×2 of asked")

@@ -46,8 +46,12 @@ def describe_threshold(kw) -> str:
     """How a keyword's threshold was set, in words."""
     cal = kw.calibration
     expected = cal.get("expected_fa_per_hour")
-    rate = f"~{max(expected, 0.01):.2g} false alarms/hour expected on {cal.get('background')} background " \
-           f"({60 * cal.get('background_hours', 0):.0f} min)" if expected is not None else ""
+    where = f"{cal.get('background')} background, {60 * cal.get('background_hours', 0):.0f} min"
+    if cal.get("rates") == "own speech":  # through the encoder's own-speech rate map (kwsstream/ratemap.py)
+        where = f"in the speaker's own speech ({where}, through the encoder's measured own-speech rate map)"
+    else:
+        where = f"on the {where}"
+    rate = f"~{max(expected, 0.01):.2g} false alarms/hour expected {where}" if expected is not None else ""
     if kw.threshold_source == "calibrated" and cal.get("method") == "fa-rate":
         return f"calibrated to {cal['fa_per_hour']:g} false alarms/hour: {rate}"
     if kw.threshold_source == "user":

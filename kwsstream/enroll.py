@@ -26,6 +26,7 @@ from .encoders import Encoder, describe_identity, same_identity
 from .encoders.base import SAMPLE_RATE, FrameGrid
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import Keyword, KeywordSet, Template, check_threshold
+from .ratemap import RateMap, rate_map_for
 
 MIN_TEMPLATE_SECONDS = 0.2
 """The shortest keyword enrolled (at least 2 frames): 20 MFCC frames, 3 of speech_embedding's."""
@@ -82,22 +83,27 @@ def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, floa
 
 
 def _calibrated(kw: Keyword, curve: FaCurve, fa_per_hour: float, background: Background,
-                keep_user: bool = True) -> Keyword:
+                keep_user: bool = True, rate_map: RateMap | None = None) -> Keyword:
     """``kw`` with its threshold at ``fa_per_hour`` on ``curve`` (unless the user set it and
     ``keep_user``) and the calibration record (what ``keywords`` shows and what moving the
-    sensitivity reuses)."""
+    sensitivity reuses). With a ``rate_map`` the target is a rate in the speaker's own speech,
+    asked of the background through the map (:mod:`kwsstream.ratemap`)."""
     if not keep_user:
         kw = replace(kw, threshold_source="calibrated")
     threshold = kw.threshold
+    on_background = rate_map.to_background(fa_per_hour) if rate_map else fa_per_hour
     if kw.threshold_source != "user":
-        threshold = round(min(max(curve.threshold_for(fa_per_hour), MIN_THRESHOLD), OPEN_THRESHOLD - MIN_THRESHOLD), 4)
+        threshold = round(min(max(curve.threshold_for(on_background), MIN_THRESHOLD), OPEN_THRESHOLD - MIN_THRESHOLD), 4)
+    expected = curve.rate(threshold)
     positives = kw.calibration.get("positives")
     if positives is None:
         positives = [round(p, 4) for p in example_scores([t.frames for t in kw.templates])]
     calibration = {
         "method": "fa-rate",
         "fa_per_hour": fa_per_hour,
-        "expected_fa_per_hour": round(curve.rate(threshold), 4),
+        "expected_fa_per_hour": round(rate_map.to_own(expected) if rate_map else expected, 4),
+        "rates": "own speech" if rate_map else "background",
+        "rate_map": rate_map.to_json() if rate_map else None,
         "background": background.label,
         "background_hours": round(curve.hours, 4),
         "curve": curve.to_json(),
@@ -110,21 +116,28 @@ def _calibrated(kw: Keyword, curve: FaCurve, fa_per_hour: float, background: Bac
 
 def calibrate_keywords(keyset: KeywordSet, encoder: Encoder, names: Sequence[str] | None = None, *,
                        background: Background | None = None, fa_per_hour: float | None = None,
-                       keep_user: bool = True) -> KeywordSet:
+                       keep_user: bool = True, rate_map: RateMap | None | str = "shipped") -> KeywordSet:
     """Set the thresholds of keywords ``names`` (default: all) to a false-alarm rate on
     ``background`` (default: the bundled set): ``fa_per_hour``, else each keyword's own earlier
     target, else :data:`DEFAULT_FA_PER_HOUR`. User-set thresholds stay if ``keep_user`` (their
-    expected rate is recorded)."""
+    expected rate is recorded). On the bundled set the target is a rate of the speaker's own
+    speech, through ``rate_map`` (``"shipped"``: the encoder's map in
+    :func:`kwsstream.ratemap.rate_map_for`; ``None``: the background's own rates); a user's
+    background is taken as it is."""
     names = [kw.name for kw in keyset.keywords] if names is None else list(names)
     if fa_per_hour is not None:
         fa_per_hour = check_fa_per_hour(fa_per_hour)
+    if background is not None:
+        rate_map = None
+    elif rate_map == "shipped":
+        rate_map = rate_map_for(encoder.name)
     background = background or Background.builtin()
     chosen = KeywordSet(encoder=keyset.encoder, keywords=tuple(_get(keyset, n) for n in names))
     costs, hours = impostor_costs(chosen, encoder, background)
     for kw in chosen.keywords:
         target = fa_per_hour or kw.calibration.get("fa_per_hour") or DEFAULT_FA_PER_HOUR
         curve = FaCurve.fit(costs[kw.name], hours)
-        keyset = keyset.with_keyword(_calibrated(kw, curve, target, background, keep_user))
+        keyset = keyset.with_keyword(_calibrated(kw, curve, target, background, keep_user, rate_map))
     return keyset
 
 
@@ -135,22 +148,26 @@ def set_sensitivity(keyset: KeywordSet, name: str, *, threshold: float | None = 
     kw = _get(keyset, name)
     if (threshold is None) == (fa_per_hour is None):
         raise UsageError("give either a threshold or a false-alarm rate")
-    curve = None
+    curve, rate_map = None, None
     if kw.calibration.get("method") == "fa-rate":
         curve = FaCurve.from_json(kw.calibration.get("curve"), f"keyword {name!r}")
+        if kw.calibration.get("rate_map") is not None:
+            rate_map = RateMap.from_json(kw.calibration["rate_map"], f"keyword {name!r}")
     if threshold is not None:
         kw = replace(kw, threshold=check_threshold(threshold), threshold_source="user")
         if curve is None:
             return keyset.with_keyword(kw)
+        expected = curve.rate(kw.threshold)
+        expected = rate_map.to_own(expected) if rate_map else expected
         return keyset.with_keyword(replace(kw, calibration={
-            **kw.calibration, "expected_fa_per_hour": round(curve.rate(kw.threshold), 4), "fa_per_hour": None,
-            "warning": example_warning(name, kw.calibration.get("positives", []), kw.threshold, curve.rate(kw.threshold),
+            **kw.calibration, "expected_fa_per_hour": round(expected, 4), "fa_per_hour": None,
+            "warning": example_warning(name, kw.calibration.get("positives", []), kw.threshold, expected,
                                        curve)}))
     if curve is None:
         raise UsageError(f"keyword {name!r} has no false-alarm curve: run 'kwsstream calibrate' first")
     kw = replace(kw, threshold_source="calibrated")
     background = Background((), str(kw.calibration.get("background", "?")))
-    return keyset.with_keyword(_calibrated(kw, curve, check_fa_per_hour(fa_per_hour), background))
+    return keyset.with_keyword(_calibrated(kw, curve, check_fa_per_hour(fa_per_hour), background, rate_map=rate_map))
 
 
 def _get(keyset: KeywordSet, name: str) -> Keyword:

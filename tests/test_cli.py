@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 from cli_helpers import one_line_error, run_kwsstream
 from cli_helpers import run_main as cli
+from kwsstream.calibrate import DEFAULT_FA_PER_HOUR
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_keywords_lists_and_removes(enrolled, tmp_path, speech):
     rows = {line.split("\t")[0]: line for line in listing.stdout.splitlines()[1:]}
     assert set(rows) == {word, other}
     # one example is enough: the threshold comes from the background, not from the examples
-    assert "(calibrated)\texpected_fa_per_hour=0.1\t" in rows[other] and "templates=1\t" in rows[other]
+    assert f"(calibrated)\texpected_fa_per_hour={DEFAULT_FA_PER_HOUR:.2g}\t" in rows[other] and "templates=1\t" in rows[other]
     assert cli("keywords", "-k", copy, "--remove", word).returncode == 0
     rows = [line.split("\t")[0] for line in cli("keywords", "-k", copy).stdout.splitlines()[1:]]
     assert rows == [other]

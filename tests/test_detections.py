@@ -15,6 +15,7 @@ from kwsstream.calibrate import DEFAULT_FA_PER_HOUR, Background, FaCurve, impost
 from kwsstream.demo import example_files
 from kwsstream.encoders import load_encoder
 from kwsstream.enroll import calibrate_keywords, enroll, enroll_examples, set_sensitivity
+from kwsstream.ratemap import RateMap, rate_map_for
 from kwsstream.spotter import Spotter
 
 RATE = 16_000
@@ -103,7 +104,24 @@ def test_thresholds_are_calibrated_to_the_target_rate_and_movable_without_audio(
     assert looser.calibration["expected_fa_per_hour"] == pytest.approx(10.0, rel=0.1)
     user = set_sensitivity(keyset, name, threshold=0.2).get(name)
     assert user.threshold == 0.2 and user.threshold_source == "user"
-    assert user.calibration["expected_fa_per_hour"] < 0.1  # what 0.2 means on the background
+    assert user.calibration["expected_fa_per_hour"] < 0.1  # what 0.2 means in the speaker's speech
+
+
+def test_on_the_builtin_background_a_target_is_a_rate_of_the_speakers_own_speech(keyset, mfcc):
+    """The built-in background (other speakers) is asked for fewer false alarms than the target,
+    through the encoder's shipped own-speech map; a user's own background is taken as it is."""
+    shipped = rate_map_for(mfcc.name)
+    name = keyset.keywords[0].name
+    kw = keyset.get(name)
+    assert kw.calibration["rates"] == "own speech"
+    assert RateMap.from_json(kw.calibration["rate_map"], name) == shipped
+    curve = FaCurve.from_json(kw.calibration["curve"], name)
+    assert curve.rate(kw.threshold) == pytest.approx(shipped.to_background(DEFAULT_FA_PER_HOUR), rel=0.05)
+    assert curve.rate(kw.threshold) < DEFAULT_FA_PER_HOUR / 10  # far stricter than on the background's own rates
+    noise = [p for p in Background.builtin().paths if p.stem == "speech-ru"]
+    own = calibrate_keywords(keyset, mfcc, [name], background=Background.files(noise)).get(name)
+    assert own.calibration["rates"] == "background" and own.calibration["rate_map"] is None
+    assert own.calibration["expected_fa_per_hour"] == pytest.approx(DEFAULT_FA_PER_HOUR, rel=0.05)
 
 
 def test_fa_curve_counts_and_extrapolates():
