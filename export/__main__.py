@@ -3,13 +3,16 @@
 Usage::
 
     python -m export MODEL --layer L [--all-layers] [--quantize int8] [--out PATH.onnx]
+    python -m export MODEL --layer L --stateful [--chunk S] [--lookahead S] [--left S] ...
     python -m export MODEL --layer L --out PATH.onnx --verify     # re-check an existing file
     python -m export speech-embedding [--out PATH.onnx]           # (export/speech_embedding.py)
 
 MODEL is a hub id (default documented: ``facebook/wav2vec2-large-xlsr-53``) or a local folder
 with ``config.json`` and weights. With ``--quantize int8`` the fp32 graph is made in a temporary
 folder, quantised to ``--out``, and both are verified. Report lines go to stderr, the written
-path to stdout. Exit status: 0 done, 2 bad input (one line on stderr), 1 internal error
+path to stdout. ``--stateful`` writes the streaming graph that computes each frame once
+(``stateful.py``); ``--chunk/--lookahead/--left`` are the geometry it recommends to the runtime
+(seconds; the runtime's defaults when not given). Exit status: 0 done, 2 bad input (one line on stderr), 1 internal error
 (including a failed parity check, after which no unverified file is left at ``--out``).
 """
 
@@ -23,6 +26,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from kwsstream.encoders.onnxstate import DEFAULT_CHUNK_S, DEFAULT_LEFT_S, DEFAULT_STATE_LOOKAHEAD_S
 from kwsstream.errors import KwsError
 
 from . import ExportError, _Parser
@@ -31,6 +35,8 @@ DEFAULT_MODEL = "facebook/wav2vec2-large-xlsr-53"
 MODELS_DIR = Path("models")
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 SPEECH_EMBEDDING = "speech-embedding"
+MAX_GEOMETRY_S = 3600.0
+"""Upper bound of --chunk/--lookahead/--left (a typo guard; NaN is refused too)."""
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -40,6 +46,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--all-layers", action="store_true", help="one output per layer 0..L (for the eval)")
     parser.add_argument("--quantize", choices=["int8"], help="dynamic int8 (MatMul weights, per channel)")
     parser.add_argument("--reduce-range", action="store_true", help="7-bit int8 weights (CPUs without VNNI)")
+    parser.add_argument("--stateful", action="store_true",
+                        help="streaming graph with key/value and positional caches: each frame computed once")
+    parser.add_argument("--chunk", type=float, help=f"--stateful: seconds committed per call (default {DEFAULT_CHUNK_S})")
+    parser.add_argument("--lookahead", type=float,
+                        help=f"--stateful: seconds of right context (default {DEFAULT_STATE_LOOKAHEAD_S})")
+    parser.add_argument("--left", type=float, help=f"--stateful: seconds of cached left context (default {DEFAULT_LEFT_S})")
     parser.add_argument("--out", type=Path, help="output file (default models/NAME-L<L>[-all][-int8].onnx)")
     parser.add_argument("--verify", action="store_true", help="only re-check an existing --out file against MODEL")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check after exporting")
@@ -48,15 +60,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         raise ExportError("usage: --verify and --no-verify exclude each other")
     if args.verify and args.out is None:
         raise ExportError("usage: --verify needs --out PATH.onnx (the file to check)")
+    geometry = {"chunk": args.chunk, "lookahead": args.lookahead, "left": args.left}
+    if not args.stateful and any(value is not None for value in geometry.values()):
+        raise ExportError("usage: --chunk, --lookahead and --left need --stateful")
+    for name, value in geometry.items():
+        lowest_ok = value is None or (value > 0 if name == "chunk" else value >= 0)
+        if not lowest_ok or (value is not None and not value < MAX_GEOMETRY_S):
+            kind = "positive" if name == "chunk" else "non-negative"
+            raise ExportError(f"usage: --{name} must be a {kind} number of seconds below {MAX_GEOMETRY_S} (got {value})")
+    args.chunk = DEFAULT_CHUNK_S if args.chunk is None else args.chunk
+    args.lookahead = DEFAULT_STATE_LOOKAHEAD_S if args.lookahead is None else args.lookahead
+    args.left = DEFAULT_LEFT_S if args.left is None else args.left
     if args.out is not None and args.out.suffix.lower() != ".onnx":
         raise ExportError(f"{args.out}: output must end in .onnx")
     return args
 
 
-def default_out(model: str, layer: int, all_layers: bool, quantize: str | None) -> Path:
-    """``models/<name>-L<layer>[-all][-int8].onnx`` with name = the spec's last path part."""
+def default_out(model: str, layer: int, all_layers: bool, quantize: str | None, stateful: bool = False) -> Path:
+    """``models/<name>-L<layer>[-all][-stream][-int8].onnx`` with name = the spec's last path part."""
     name = model.rstrip("/").split("/")[-1] or "model"
-    return MODELS_DIR / f"{name}-L{layer}{'-all' if all_layers else ''}{'-' + quantize if quantize else ''}.onnx"
+    return MODELS_DIR / (f"{name}-L{layer}{'-all' if all_layers else ''}{'-stream' if stateful else ''}"
+                         f"{'-' + quantize if quantize else ''}.onnx")
 
 
 def _quiet() -> None:
@@ -73,11 +97,13 @@ def run(args: argparse.Namespace) -> Path:
     """Export (or verify) as ``args`` say; returns the file written or checked."""
     from .quantize import quantize_int8
     from .verify import verify_export
-    from .wav2vec2 import check_layers, export_graph, load_config, load_model
+    from .wav2vec2 import check_layers, export_graph, load_config, load_model, two_stage_possible
 
     config = load_config(args.model)
     check_layers(config, args.model, args.layer)  # cheap checks before loading weights
-    out = args.out or default_out(args.model, args.layer, args.all_layers, args.quantize)
+    out = args.out or default_out(args.model, args.layer, args.all_layers, args.quantize, args.stateful)
+    if args.stateful and args.layer < 1:
+        raise ExportError(f"{args.model}: --stateful needs --layer >= 1 (layer 0 has no transformer block)")
     layers = list(range(args.layer + 1)) if args.all_layers else [args.layer]
     if args.verify and not out.is_file():
         raise ExportError(f"{out}: no such file to verify")
@@ -91,7 +117,13 @@ def run(args: argparse.Namespace) -> Path:
     # failure never leaves an unverified file (nor removes one that was there before)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        meta = export_graph(model, fp32, layers, args.model)
+        if args.stateful:
+            from .stateful import export_stateful
+
+            meta = export_stateful(model, fp32, layers, args.model, chunk=args.chunk, lookahead=args.lookahead,
+                                   left=args.left, two_stage=two_stage_possible(model.config))
+        else:
+            meta = export_graph(model, fp32, layers, args.model)
         made = fp32
         if args.quantize:
             made = Path(tmp) / "int8.onnx"

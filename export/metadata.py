@@ -19,6 +19,9 @@ from . import EXPORTER_VERSION
 AUDIO_INPUT = "audio"
 CONTEXT_INPUT = "context"
 FEATURES_OUTPUT = "features"
+POS_INPUT = "pos_cache"
+KV_INPUT = "kv_cache"
+KV_OUTPUT = "kv"
 
 
 def layer_output(layer: int) -> str:
@@ -95,6 +98,36 @@ def wav2vec2_metadata(config, source_model: str, layers: Sequence[int], *, two_s
     if two_stage:
         meta.update(input_context=CONTEXT_INPUT, output_features=FEATURES_OUTPUT,
                     feature_size=str(config.hidden_size))
+    return meta
+
+
+def stateful_metadata(blocks: int, kv_size: int, pos_frames: int, *, chunk: float, lookahead: float,
+                      left: float, two_stage: bool) -> dict[str, str]:
+    """The keys a stateful streaming export adds (``stateful.py``; meanings in ``onnxmeta.py``).
+
+    Args:
+        blocks: transformer blocks in the graph (the key/value cache's first axis).
+        kv_size: width of a cached key or value (the model's hidden size).
+        pos_frames: earlier frames the positional convolution reads.
+        chunk, lookahead, left: the recommended streaming geometry, seconds.
+        two_stage: the graph also has the ``context`` input (local front end).
+    """
+    meta = {
+        "stream_mode": "stateful",
+        "input_pos_cache": POS_INPUT,
+        "pos_cache_frames": str(pos_frames),
+        "input_kv_cache": KV_INPUT,
+        "output_kv": KV_OUTPUT,
+        "kv_layers": str(blocks),
+        "kv_size": str(kv_size),
+        "output_features": FEATURES_OUTPUT,
+        "feature_size": str(kv_size),
+        "stream_chunk": f"{chunk:g}",
+        "stream_lookahead": f"{lookahead:g}",
+        "stream_left": f"{left:g}",
+    }
+    if two_stage:
+        meta["input_context"] = CONTEXT_INPUT
     return meta
 
 

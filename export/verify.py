@@ -8,6 +8,11 @@ the encoder's final LayerNorm, which runs after the last block). It does not use
 Reported per layer: maximum absolute difference, the same relative to the reference's largest
 magnitude, and the per-frame cosine (mean, min). fp32 must match to :data:`FP32_MAX_RELATIVE`;
 int8 reports its cosine to the fp32 reference and must stay above :data:`INT8_MIN_COSINE`.
+
+A stateful streaming export (``stateful.py``) is checked twice: its whole-utterance encoding (one
+call, empty state) against the hooks as above, and its stream - the runtime's own driver with the
+geometry the file recommends, fed in :data:`STREAM_BLOCK` blocks - against the PyTorch reference
+of the same chunked computation (``streamref.py``), to the same bounds.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ XLSR-53-size weights; trained weights with outlier channels may quantise worse: 
 VERIFY_SECONDS = 3.0
 """Length of the fixed verification audio."""
 VERIFY_SEED = 1234
+STREAM_BLOCK = 1600
+"""Samples per pushed block when a stateful export's stream is verified (0.1 s)."""
 
 
 class ParityError(Exception):
@@ -128,6 +135,14 @@ def verify_export(model, path: Path, *, audio: np.ndarray | None = None, referen
             failures.append(f"layer {layer} differs by {parity.max_relative:.1e} relative (limit {FP32_MAX_RELATIVE:g})")
         if precision == "int8" and parity.min_cosine < INT8_MIN_COSINE:
             failures.append(f"layer {layer} int8 cosine {parity.min_cosine:.4f} < {INT8_MIN_COSINE}")
+    if encoder.info.stateful:
+        lines.append(f"  stream ({_geometry(encoder)}) vs the PyTorch chunked reference:")
+        parity = compare(encoder.layer, stream(encoder, audio), stream_reference(model, encoder, audio))
+        lines.append("  " + parity.line())
+        if precision == "fp32" and parity.max_relative > FP32_MAX_RELATIVE:
+            failures.append(f"stream differs by {parity.max_relative:.1e} relative (limit {FP32_MAX_RELATIVE:g})")
+        if precision == "int8" and parity.min_cosine < INT8_MIN_COSINE:
+            failures.append(f"stream int8 cosine {parity.min_cosine:.4f} < {INT8_MIN_COSINE}")
     if reference is not None:
         base = OnnxEncoder(reference).encode_layers(audio)
         lines.append(f"  vs fp32 ONNX {reference.name}:")
@@ -136,3 +151,27 @@ def verify_export(model, path: Path, *, audio: np.ndarray | None = None, referen
     if failures:
         raise ParityError(f"{name}: parity check failed: " + "; ".join(failures))
     return lines
+
+
+def _geometry(encoder) -> str:
+    plan = encoder.plan
+    return f"chunk {plan.chunk}, lookahead {plan.lookahead}, left {plan.left} frames"
+
+
+def stream(encoder, audio: np.ndarray, block: int = STREAM_BLOCK) -> np.ndarray:
+    """The encoder's stream of ``audio`` pushed in blocks, then flushed."""
+    state = encoder.create_state()
+    parts = [state.push(audio[pos:pos + block]) for pos in range(0, len(audio), block)]
+    return np.concatenate(parts + [state.flush()])
+
+
+def stream_reference(model, encoder, audio: np.ndarray) -> np.ndarray:
+    """The PyTorch chunked computation with the stateful ``encoder``'s geometry and layer."""
+    from .stateful import build_stateful_module, pos_cache_frames
+    from .streamref import chunked_reference
+
+    plan, grid = encoder.plan, encoder.grid
+    module = build_stateful_module(model, [encoder.layer], encoder.info.two_stage)
+    frames = chunked_reference(module, audio, chunk=plan.chunk, lookahead=plan.lookahead, left=plan.left,
+                               pos_frames=pos_cache_frames(model.config), hop=grid.hop, field=grid.length)
+    return frames[encoder.layer]

@@ -130,3 +130,27 @@ def speech_embedding_model(base_temp: Path) -> tuple[Path, CliResult | None]:
     if done.code != 0:
         raise RuntimeError(f"python -m export speech-embedding failed ({done.code}): {done.stderr.strip()}")
     return path, done
+
+
+@dataclass(frozen=True)
+class StatefulModels:
+    """Stateful streaming exports (``--stateful``) of the tiny checkpoints, shared by the tests."""
+
+    xlsr: Path
+    base: Path
+    xlsr_int8: Path
+
+
+def stateful_models(base_temp: Path) -> StatefulModels:
+    """Build (or reuse from this pytest session) the tiny stateful exports at layer 2."""
+    models = tiny_models(base_temp)
+    root = base_temp / "kws-export-models"
+    made = StatefulModels(root / "xlsr-L2-stream.onnx", root / "base-L2-stream.onnx", root / "xlsr-L2-stream-int8.onnx")
+    jobs = [(models.xlsr, made.xlsr, []), (models.base, made.base, []),
+            (models.xlsr, made.xlsr_int8, ["--quantize", "int8"])]
+    for source, path, options in jobs:
+        if not path.is_file():
+            result = run_export(source, "--layer", "2", "--stateful", *options, "--out", path)
+            if result.code != 0:
+                raise RuntimeError(f"export of {path.name} failed: {result.stderr}")
+    return made

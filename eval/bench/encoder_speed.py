@@ -6,19 +6,25 @@ For each layer L and precision: real-time factor (compute seconds per audio seco
 * ``encode``: one whole 10 s utterance;
 * ``naive``: the baseline before this work - overlapping 2 s windows every 1 s, each encoded from
   raw audio (conv front end recomputed per window);
-* ``stream``: the encoder's own streaming (front end once per stream, context windows), fed
-  0.1 s blocks as a microphone would, with the frame latency (audio in -> frame out: audio still
-  to arrive after the frame's own samples, plus the compute of the block that emitted it);
+* ``stream``: the encoder's own streaming (windowed exports: front end once per stream, context
+  windows; ``--stateful`` exports: each frame once, cached keys/values), fed 0.1 s blocks as a
+  microphone would, with the frame latency (audio in -> frame out: audio still to arrive after
+  the frame's own samples, plus the compute of the block that emitted it): median, p95, max;
 * ``pipeline``: :class:`kwsstream.spotter.Spotter` fed the same blocks (encoder + S-DTW matcher +
-  detector, one keyword with 3 templates);
+  detector, one keyword with 3 templates), with the detection latency (the block's audio end +
+  its compute - the event's end) of the events it fires;
 
 plus the model's file size and the peak RSS of the process that measured it (one fresh process
 per model). Random weights with the exact XLSR-53 architecture (``encoder_models.py``): speed
 does not depend on the weights' values.
 
+The stages of one model are interleaved rep by rep (encode, naive, stream, pipeline, then again),
+so that a load change on a shared machine hits all of them alike: compare ratios within a row.
+
 Usage (writes several GB under --workdir while it runs; removed at the end unless --keep)::
 
     python -m eval.bench.encoder_speed [--layers 6 12 18 24] [--threads 2] [--workdir /tmp/kwsstream-bench]
+    python -m eval.bench.encoder_speed --layers 12 24 --modes stateful --precisions int8 --reps 3
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ def measure_encode(encoder, audio: np.ndarray) -> dict:
 
 
 def measure_stream(encoder, audio: np.ndarray, block: int) -> dict:
-    """Stream ``audio`` in blocks: RTF and frame latency (max, mean) in seconds."""
+    """Stream ``audio`` in blocks: RTF and frame latency (mean, median, p95, max) in seconds."""
     grid, state = encoder.grid, encoder.create_state()
     emitted, latencies, wall, cpu = 0, [], 0.0, 0.0
     for pos in range(0, len(audio), block):
@@ -91,7 +97,15 @@ def measure_stream(encoder, audio: np.ndarray, block: int) -> dict:
         state.flush()
     seconds = len(audio) / grid.sample_rate
     return {"rtf": (wall + clock.wall) / seconds, "cpu_rtf": (cpu + clock.cpu) / seconds,
-            "latency_max": float(np.max(latencies)), "latency_mean": float(np.mean(latencies))}
+            **latency_stats(latencies, "latency")}
+
+
+def latency_stats(values: list[float], prefix: str) -> dict:
+    """Mean, median, 95th percentile and max of latencies (NaN when there are none)."""
+    if not values:
+        return {f"{prefix}_{key}": float("nan") for key in ("mean", "median", "p95", "max")}
+    return {f"{prefix}_mean": float(np.mean(values)), f"{prefix}_median": float(np.median(values)),
+            f"{prefix}_p95": float(np.percentile(values, 95)), f"{prefix}_max": float(np.max(values))}
 
 
 def measure_naive(encoder, audio: np.ndarray) -> dict:
@@ -125,11 +139,18 @@ def measure_pipeline(encoder, audio: np.ndarray, block: int) -> dict | None:
     warm.feed(audio[:rate])
     warm.flush()
     stream = spotter.create_stream("bench")
+    wall, cpu, delays = 0.0, 0.0, []
+    for pos in range(0, len(audio), block):
+        with Clock() as clock:
+            events = stream.feed(audio[pos:pos + block])
+        wall, cpu = wall + clock.wall, cpu + clock.cpu
+        received = min(pos + block, len(audio)) / rate
+        delays += [received + clock.wall - event.end for event in events]
     with Clock() as clock:
-        for pos in range(0, len(audio), block):
-            stream.feed(audio[pos:pos + block])
         stream.flush()
-    return {"rtf": clock.wall / (len(audio) / rate), "cpu_rtf": clock.cpu / (len(audio) / rate)}
+    seconds = len(audio) / rate
+    return {"rtf": (wall + clock.wall) / seconds, "cpu_rtf": (cpu + clock.cpu) / seconds, "events": len(delays),
+            **latency_stats(delays, "detection")}
 
 
 def _collect(runs: list[dict]) -> dict:
@@ -153,35 +174,53 @@ def measure_model(path: Path, threads: int, reps: int) -> dict:
     result = {
         "model": path.name, "layer": encoder.layer, "precision": encoder.info.precision,
         "size_mb": path.stat().st_size / 1e6, "load_s": load, "threads": threads,
+        "mode": "stateful" if encoder.info.stateful else "windowed",
     }
     measure_encode(encoder, utterance)  # warm-up: first-run allocations
-    result["encode"] = _collect([measure_encode(encoder, utterance) for _ in range(reps)])
-    result["naive"] = _collect([measure_naive(encoder, stream_audio) for _ in range(reps)])
-    result["stream"] = _collect([measure_stream(encoder, stream_audio, block) for _ in range(reps)])
-    pipeline = [measure_pipeline(encoder, stream_audio, block) for _ in range(reps)]
-    result["pipeline"] = None if pipeline[0] is None else _collect(pipeline)
+    runs: dict[str, list] = {"encode": [], "naive": [], "stream": [], "pipeline": []}
+    for _ in range(reps):  # interleaved: a load change on a shared machine hits every stage alike
+        runs["encode"].append(measure_encode(encoder, utterance))
+        if not encoder.info.stateful:  # the baseline of windowed streaming only
+            runs["naive"].append(measure_naive(encoder, stream_audio))
+        runs["stream"].append(measure_stream(encoder, stream_audio, block))
+        runs["pipeline"].append(measure_pipeline(encoder, stream_audio, block))
+    for stage, values in runs.items():
+        result[stage] = None if not values or values[0] is None else _collect(values)
     result["load_average"] = [load_before, os.getloadavg()[0]]
     plan = encoder.plan
-    result["geometry"] = f"window {plan.window}, hop {plan.hop}, lookahead {plan.lookahead} frames"
+    result["geometry"] = (f"chunk {plan.chunk}, lookahead {plan.lookahead}, left {plan.left} frames"
+                          if encoder.info.stateful else
+                          f"window {plan.window}, hop {plan.hop}, lookahead {plan.lookahead} frames")
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
-def export_models(checkpoint: str, layers: list[int], workdir: Path) -> list[Path]:
-    """fp32 and int8 exports of ``checkpoint`` at each layer (reusing files already there)."""
+def export_models(checkpoint: str, layers: list[int], workdir: Path, modes: tuple[str, ...] = ("windowed",),
+                  precisions: tuple[str, ...] = ("fp32", "int8")) -> list[Path]:
+    """Exports of ``checkpoint`` at each layer, mode and precision (reusing files already there):
+    ``L<layer>[-stream]-<precision>.onnx``; stateful ones with the exporter's default geometry."""
     from export.quantize import quantize_int8
-    from export.wav2vec2 import export_graph, load_model
+    from export.stateful import export_stateful
+    from export.wav2vec2 import export_graph, load_model, two_stage_possible
+    from kwsstream.encoders.onnxstate import DEFAULT_CHUNK_S, DEFAULT_LEFT_S, DEFAULT_STATE_LOOKAHEAD_S
 
     model, paths = None, []
     for layer in layers:
-        fp32, int8 = workdir / f"L{layer}-fp32.onnx", workdir / f"L{layer}-int8.onnx"
-        if not fp32.is_file():
-            model = model or load_model(checkpoint)
-            print(f"exporting layer {layer} ...", file=sys.stderr, flush=True)
-            export_graph(model, fp32, [layer], checkpoint)
-        if not int8.is_file():
-            quantize_int8(fp32, int8)
-        paths += [fp32, int8]
+        for mode in modes:
+            tag = "-stream" if mode == "stateful" else ""
+            fp32, int8 = workdir / f"L{layer}{tag}-fp32.onnx", workdir / f"L{layer}{tag}-int8.onnx"
+            if not fp32.is_file():
+                model = model or load_model(checkpoint)
+                print(f"exporting layer {layer} ({mode}) ...", file=sys.stderr, flush=True)
+                if mode == "stateful":
+                    export_stateful(model, fp32, [layer], checkpoint, chunk=DEFAULT_CHUNK_S,
+                                    lookahead=DEFAULT_STATE_LOOKAHEAD_S, left=DEFAULT_LEFT_S,
+                                    two_stage=two_stage_possible(model.config))
+                else:
+                    export_graph(model, fp32, [layer], checkpoint)
+            if "int8" in precisions and not int8.is_file():
+                quantize_int8(fp32, int8)
+            paths += [path for path, precision in ((fp32, "fp32"), (int8, "int8")) if precision in precisions]
     return paths
 
 
@@ -192,14 +231,26 @@ def table(rows: list[dict]) -> str:
             return "n/a"
         return f"{stage['rtf']['median']:.3f} ({stage['rtf']['min']:.3f}) / {stage['cpu_rtf']['median']:.3f}"
 
-    lines = ["| L | precision | size MB | encode | naive 2s/1s | stream | pipeline "
-             "| latency max / mean s | peak RSS MB | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    def ratio(stage: dict | None, encode: dict) -> str:
+        return "n/a" if stage is None else f"{stage['rtf']['median'] / encode['rtf']['median']:.2f}x"
+
+    def detections(pipe: dict | None) -> str:
+        if pipe is None or not pipe["events"]["median"]:
+            return "none"
+        return f"{pipe['detection_median']['median']:.2f} / {pipe['detection_p95']['median']:.2f} / " \
+               f"{pipe['detection_max']['median']:.2f}"
+
+    lines = ["| L | mode | precision | size MB | encode | naive 2s/1s | stream | pipeline | pipeline / encode "
+             "| frame latency median / p95 / max (mean) s | detection latency median / p95 / max s "
+             "| peak RSS MB | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         st = r["stream"]
-        lines.append(f"| {r['layer']} | {r['precision']} | {r['size_mb']:.0f} | {cell(r['encode'])} "
-                     f"| {cell(r['naive'])} | {cell(st)} | {cell(r['pipeline'])} "
-                     f"| {st['latency_max']['min']:.2f} / {st['latency_mean']['min']:.2f} | {r['peak_rss_mb']:.0f} "
+        lat = "/".join(f"{st[f'latency_{key}']['median']:.2f}" for key in ("median", "p95", "max"))
+        lines.append(f"| {r['layer']} | {r.get('mode', 'windowed')} | {r['precision']} | {r['size_mb']:.0f} "
+                     f"| {cell(r['encode'])} | {cell(r['naive'])} | {cell(st)} | {cell(r['pipeline'])} "
+                     f"| {ratio(r['pipeline'], r['encode'])} | {lat} ({st['latency_mean']['median']:.2f}) "
+                     f"| {detections(r['pipeline'])} | {r['peak_rss_mb']:.0f} "
                      f"| {r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
     return "\n".join(lines)
 
@@ -210,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, nargs="+", default=list(DEFAULT_LAYERS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", choices=["windowed", "stateful"], default=["windowed", "stateful"],
+                        help="streaming exports to measure (stateful: --stateful, each frame once)")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"])
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--keep", action="store_true", help="keep the exported models and checkpoint")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # child mode: one model
@@ -229,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# machine: {machine()}", flush=True)
     rows = []
     try:
-        for path in export_models(checkpoint, args.layers, args.workdir):
+        for path in export_models(checkpoint, args.layers, args.workdir, tuple(args.modes), tuple(args.precisions)):
             child = subprocess.run([sys.executable, "-m", "eval.bench.encoder_speed", "--measure", str(path),
                                     "--threads", str(args.threads), "--reps", str(args.reps)],
                                    capture_output=True, text=True, check=True)
@@ -238,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    print(f"\n# machine: {machine()}\n# threads {args.threads}, stream {rows[0]['geometry'] if rows else ''}"
+    geometries = sorted({f"{row['mode']}: {row['geometry']}" for row in rows})
+    print(f"\n# machine: {machine()}\n# threads {args.threads}, stream {'; '.join(geometries)}"
           "\n# cells: wall-clock RTF median (min) / CPU-seconds per audio second (all threads), median\n")
     print(table(rows))
     return 0

@@ -4,12 +4,20 @@
 frame grid, width, layer, whether frames need context, and - for two-stage models - the names
 that let the local front end run once per stream. It never looks at wav2vec2 internals.
 
-Streaming (see ``stitch.py``): a contextual model runs on overlapping windows of ``window``
-seconds every ``hop`` seconds, keeping the frames that have ``lookahead`` seconds of right context
-(and the rest of the window as left context). For a two-stage model each step feeds only the new
-audio; the front end turns it into features, which are joined to the cached features of the
-window's earlier frames (the ``context`` input), so the conv front end runs once per stream, not
-once per window. A local model (``context = local``) runs on back-to-back blocks: exact.
+Streaming, as the model's metadata says (``stream_mode``):
+
+* ``windowed`` (``onnxstream.py``): a stateless contextual model runs on overlapping windows of
+  ``window`` seconds every ``hop`` seconds, keeping the frames that have ``lookahead`` seconds of
+  right context; a two-stage model's conv front end runs once per stream; a local model
+  (``context = local``) runs on back-to-back blocks: exact.
+* ``stateful`` (``onnxstate.py``): the graph takes and returns its state (cached keys/values of
+  ``left`` seconds of committed frames, cached features for the positional convolution); each
+  call commits ``chunk`` seconds of frames computed with ``lookahead`` seconds of right context,
+  so every frame's transformer work is done about once.
+
+:meth:`OnnxEncoder.encode` (whole utterances: templates, the eval) runs the model once over the
+whole utterance for both modes (a stateful graph with empty state computes exactly that); it does
+not depend on the streaming geometry, so keyword sets stay valid when the geometry changes.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ import numpy as np
 
 from ..errors import AudioError, EncoderError, UsageError
 from ..onnxsession import make_session
-from ..stitch import StitchPlan, Step, Stitcher
+from ..stitch import StitchPlan
 from .base import SAMPLE_RATE, EncoderBase, FrameGrid, safe_name
 from .onnxmeta import ModelInfo, parse_model_info
+from .onnxstate import DEFAULT_CHUNK_S, DEFAULT_LEFT_S, DEFAULT_STATE_LOOKAHEAD_S, OnnxStateStream, StatePlan
+from .onnxstream import OnnxStream, as_frames
 
 DEFAULT_WINDOW_S = 1.5
 """Streaming window of a contextual model when neither the caller nor the model's metadata choose
@@ -49,15 +59,20 @@ class StreamOptions:
     """How a contextual model is streamed (``None``: the model's recommendation, else the default).
 
     Attributes:
-        window: seconds of audio the model sees per run (left context + hop + lookahead).
-        hop: seconds between runs: frames emitted per run.
-        lookahead: seconds of right context each emitted frame gets; with ``hop`` it bounds the
-            latency from audio in to frame out.
+        window: windowed models: seconds of audio the model sees per run (left context + hop +
+            lookahead).
+        hop: windowed models: seconds between runs: frames emitted per run.
+        lookahead: seconds of right context each emitted frame gets (both modes); with ``hop``
+            (or ``chunk``) it bounds the latency from audio in to frame out.
+        chunk: stateful models: seconds of frames committed per call.
+        left: stateful models: seconds of committed frames whose keys/values stay cached.
     """
 
     window: float | None = None
     hop: float | None = None
     lookahead: float | None = None
+    chunk: float | None = None
+    left: float | None = None
 
 
 MAX_PATH_CHARS = 4096
@@ -90,14 +105,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(HASH_BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _as_frames(value: np.ndarray, dim: int, name: str) -> np.ndarray:
-    """One batch item of an output as ``(frames, dim)``, extra singleton axes squeezed."""
-    item = np.asarray(value[0], dtype=np.float32)
-    if item.size % dim or (item.ndim and item.shape[-1] != dim):
-        raise EncoderError(f"{name}: output of shape {tuple(value.shape)} does not end in hidden_size {dim}")
-    return item.reshape(-1, dim)
 
 
 class OnnxEncoder(EncoderBase):
@@ -143,9 +150,21 @@ class OnnxEncoder(EncoderBase):
         self.sha256 = file_sha256(self.path)
         self.dim = info.hidden_size
         self.grid = FrameGrid(hop=info.frame_hop, length=info.receptive_field, pad=info.pad)
-        self.plan = self._plan(stream)
+        self.plan: StitchPlan | StatePlan = self._state_plan(stream) if info.stateful else self._plan(stream)
         self._output = info.output_for(self._layer)
         self._empty_context = np.zeros((1, 0, info.feature_size), np.float32)
+
+    def _state_plan(self, options: StreamOptions) -> StatePlan:
+        info = self.info
+        chunk = options.chunk if options.chunk is not None else info.stream_chunk or DEFAULT_CHUNK_S
+        lookahead = next(v for v in (options.lookahead, info.stream_lookahead, DEFAULT_STATE_LOOKAHEAD_S) if v is not None)
+        left = next(v for v in (options.left, info.stream_left, DEFAULT_LEFT_S) if v is not None)
+        for label, value in (("chunk", chunk), ("lookahead", lookahead), ("left", left)):
+            if not (np.isfinite(value) and value >= 0):
+                raise UsageError(f"stream {label} must be a non-negative number of seconds (got {value})")
+        rate = self.grid.frame_rate
+        return StatePlan(chunk=max(1, int(round(chunk * rate))), lookahead=int(round(lookahead * rate)),
+                         left=int(round(left * rate)))
 
     def _plan(self, options: StreamOptions) -> StitchPlan:
         info = self.info
@@ -272,6 +291,9 @@ class OnnxEncoder(EncoderBase):
         feed = {self.info.input_audio: np.ascontiguousarray(audio[None, :], dtype=np.float32)}
         if self.info.two_stage:
             feed[self.info.input_context] = self._empty_context if context is None else context[None]
+        if self.info.stateful:  # a whole utterance: one call with empty state
+            feed[self.info.input_pos_cache] = self._empty_context
+            feed[self.info.input_kv_cache] = np.zeros((self.info.kv_layers, 2, 0, self.info.kv_size), np.float32)
         return feed
 
     def _check_count(self, frames: np.ndarray, expected: int, samples: int) -> np.ndarray:
@@ -305,101 +327,10 @@ class OnnxEncoder(EncoderBase):
             return {layer: np.zeros((0, self.dim), np.float32) for layer in wanted}
         names = [self.info.output_for(layer) for layer in wanted]
         values = self.session.run(names, self._feed(self._padded(samples), None))
-        return {layer: self._check_count(_as_frames(value, self.dim, str(self.path)), n, len(samples))
+        return {layer: self._check_count(as_frames(value, self.dim, str(self.path)), n, len(samples))
                 for layer, value in zip(wanted, values)}
 
-    def create_state(self) -> OnnxStream:
-        """A fresh per-stream state (cheap; the session is shared)."""
-        return OnnxStream(self)
-
-
-class OnnxStream:
-    """One stream's state for an :class:`OnnxEncoder`: pending audio, cached front-end features
-    and the stitcher. ``flush()`` ends the stream: pushing or flushing again raises
-    :class:`UsageError` until ``reset()`` (the contract of every encoder state, see base.py)."""
-
-    def __init__(self, encoder: OnnxEncoder):
-        self.encoder = encoder
-        self._stitcher = Stitcher(encoder.plan)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything: ready for a new stream."""
-        grid = self.encoder.grid
-        self._stitcher.reset()
-        self._audio = np.zeros(grid.pad, np.float32)  # padded stream samples from _audio_start on
-        self._audio_start = 0
-        self._feats = np.zeros((0, self.encoder.info.feature_size), np.float32)  # frames _feat_start..
-        self._feat_start = 0
-        self._finished = False
-
-    def _check_open(self) -> None:
-        if self._finished:
-            raise UsageError("the encoder stream was flushed: reset() it before feeding a new stream")
-
-    @property
-    def _received(self) -> int:
-        return self._audio_start + len(self._audio)
-
-    def _available(self) -> int:
-        grid = self.encoder.grid
-        return max(0, (self._received - grid.length) // grid.hop + 1)
-
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        """Take 16 kHz float32 samples; return the frames now final, ``(n, dim)``."""
-        self._check_open()
-        chunk = self.encoder._check_audio(samples)
-        if len(chunk):
-            self._audio = np.concatenate([self._audio, chunk])
-        return self._run(self._stitcher.steps(self._available()))
-
-    def flush(self) -> np.ndarray:
-        """End of stream: return the remaining frames, ``(n, dim)``; the stream is then finished."""
-        self._check_open()
-        self._audio = np.concatenate([self._audio, np.zeros(self.encoder.grid.pad, np.float32)])
-        frames = self._run(self._stitcher.steps(self._available(), final=True))
-        self._finished = True
-        self._audio, self._feats = self._audio[:0], self._feats[:0]  # nothing of it is needed again
-        return frames
-
-    def _segment(self, first: int, end: int) -> np.ndarray:
-        """Padded samples from frame ``first``'s start to frame ``end - 1``'s end."""
-        grid = self.encoder.grid
-        lo = first * grid.hop - self._audio_start
-        return self._audio[lo:lo + (end - 1 - first) * grid.hop + grid.length]
-
-    def _run(self, steps: list[Step]) -> np.ndarray:
-        out = [np.zeros((0, self.encoder.dim), np.float32)]
-        for step in steps:
-            frames = self._step_two_stage(step) if self.encoder.info.two_stage else self._step_single(step)
-            out.append(frames[step.emit_from - step.start:step.emit_to - step.start])
-        return np.ascontiguousarray(np.concatenate(out))
-
-    def _step_single(self, step: Step) -> np.ndarray:
-        enc = self.encoder
-        audio = self._segment(step.start, step.end)
-        (value,) = enc.session.run([enc._output], enc._feed(audio, None))
-        frames = enc._check_count(_as_frames(value, enc.dim, str(enc.path)), step.end - step.start, len(audio))
-        self._drop_audio_before(step.start)  # later windows never start earlier
-        return frames
-
-    def _step_two_stage(self, step: Step) -> np.ndarray:
-        enc = self.encoder
-        # new front-end features: from the first frame not yet computed (at least one frame, so
-        # the front end always has input; a recomputed frame replaces the cached one)
-        first_new = min(self._feat_start + len(self._feats), step.end - 1)
-        context = self._feats[step.start - self._feat_start:first_new - self._feat_start]
-        audio = self._segment(first_new, step.end)
-        value, new = enc.session.run([enc._output, enc.info.output_features],
-                                     enc._feed(audio, np.ascontiguousarray(context)))
-        frames = enc._check_count(_as_frames(value, enc.dim, str(enc.path)), step.end - step.start, len(audio))
-        self._feats = np.concatenate([context, np.asarray(new[0], np.float32)])
-        self._feat_start = step.start
-        self._drop_audio_before(step.end - 1)  # the next step recomputes at most frame end - 1
-        return frames
-
-    def _drop_audio_before(self, frame: int) -> None:
-        cut = frame * self.encoder.grid.hop - self._audio_start
-        if cut > 0:
-            self._audio = self._audio[cut:]
-            self._audio_start += cut
+    def create_state(self) -> OnnxStream | OnnxStateStream:
+        """A fresh per-stream state (cheap; the session is shared): stateful or windowed, as the
+        model's metadata says."""
+        return OnnxStateStream(self) if self.info.stateful else OnnxStream(self)

@@ -43,6 +43,21 @@ Optional keys (default in brackets):
 ``stream_window``        recommended streaming window, seconds (contextual models)
 ``stream_hop``           recommended hop between windows, seconds
 ``stream_lookahead``     recommended right context, seconds
+``stream_mode``          ``windowed``: the graph is stateless, a stream runs it on
+                         overlapping windows; ``stateful``: the graph takes and returns its
+                         streaming state (below), each frame is computed once [``windowed``]
+``stream_chunk``         stateful: recommended frames committed per call, seconds
+``stream_left``          stateful: recommended left context (cached keys/values), seconds
+``input_pos_cache``      stateful: name of the ``[1, past, feature_size]`` input with the
+                         projected features of up to ``pos_cache_frames`` committed frames
+                         before the call (the positional convolution's left side)
+``pos_cache_frames``     stateful: how many earlier frames that input may hold
+``input_kv_cache``       stateful: name of the ``[kv_layers, 2, cached, kv_size]`` input with
+                         the keys and values of the cached frames at each block's input
+``output_kv``            stateful: name of the ``[kv_layers, 2, frames, kv_size]`` output with
+                         the keys and values of every frame of the call
+``kv_layers``,           stateful: transformer blocks in the graph, and width of a key or
+``kv_size``              value
 ``default_threshold``    obsolete, ignored: written by older exports, when enrollment started
                          from a base threshold (thresholds are now calibrated on background
                          audio, ``kwsstream/calibrate.py``); files that have it still load
@@ -50,6 +65,13 @@ Optional keys (default in brackets):
 ``input_normalization``, the weights were quantised
 ``quantization``
 =======================  ==================================================================
+
+A stateful graph (batch 1) also needs ``output_features`` (the features its audio input gave;
+``input_context`` only when its front end is local). Each call covers ``chunk + lookahead``
+frames and its outputs give every frame of the call; the runtime keeps the first ``chunk``,
+caches their keys/values (up to ``left`` frames) and features, and sends the lookahead frames
+again as the next call's own frames. Empty caches and a whole utterance as one call give the
+whole-utterance encoding.
 
 Outputs are ``[batch, frames, hidden_size]`` float32; extra singleton axes (e.g.
 ``[batch, frames, 1, 96]``) are tolerated. A whole input of ``S`` samples gives
@@ -72,6 +94,10 @@ L, the last included); layer 0 is the input of block 1 (feature projection + pos
 convolution, and for post-LayerNorm models the encoder's LayerNorm that sits before block 1)."""
 PRECISIONS = ("fp32", "int8")
 CONTEXTS = ("global", "local")
+STREAM_MODES = ("windowed", "stateful")
+STATEFUL_KEYS = ("input_pos_cache", "pos_cache_frames", "input_kv_cache", "output_kv", "kv_layers", "kv_size",
+                 "output_features")
+"""Keys a ``stream_mode = stateful`` model must have."""
 REQUIRED_KEYS = (FORMAT_KEY, "sample_rate", "frame_hop", "receptive_field", "hidden_size")
 
 
@@ -99,6 +125,15 @@ class ModelInfo:
     stream_window: float | None
     stream_hop: float | None
     stream_lookahead: float | None
+    stateful: bool = False
+    stream_chunk: float | None = None
+    stream_left: float | None = None
+    input_pos_cache: str | None = None
+    pos_cache_frames: int = 0
+    input_kv_cache: str | None = None
+    output_kv: str | None = None
+    kv_layers: int = 0
+    kv_size: int = 0
 
     @property
     def two_stage(self) -> bool:
@@ -177,11 +212,15 @@ def parse_model_info(
                                ("output", output_features, output_names)):
         if tensor is not None and tensor not in pool:
             raise EncoderError(f"{name}: metadata names {kind} '{tensor}', the graph has {list(pool)}")
-    if (input_context is None) != (output_features is None):
+    mode = meta.get("stream_mode", "windowed")
+    if mode not in STREAM_MODES:
+        raise EncoderError(f"{name}: metadata stream_mode={mode!r} (expected one of {STREAM_MODES})")
+    state = _stateful(meta, input_names, output_names, name) if mode == "stateful" else {}
+    if not state and (input_context is None) != (output_features is None):
         raise EncoderError(f"{name}: metadata must name both 'input_context' and 'output_features' or neither")
 
     outputs = _names(meta["outputs"]) if "outputs" in meta else tuple(
-        out for out in output_names if out != output_features)
+        out for out in output_names if out not in (output_features, state.get("output_kv")))
     missing = [out for out in outputs if out not in output_names]
     if missing or not outputs:
         raise EncoderError(f"{name}: metadata outputs {list(outputs)} do not match the graph's {list(output_names)}")
@@ -224,4 +263,23 @@ def parse_model_info(
         stream_window=_number(meta, "stream_window", name),
         stream_hop=_number(meta, "stream_hop", name),
         stream_lookahead=_number(meta, "stream_lookahead", name, zero_ok=True),
+        **state,
     )
+
+
+def _stateful(meta: Mapping[str, str], input_names: Sequence[str], output_names: Sequence[str],
+              name: str) -> dict:
+    """The checked stateful keys, as :class:`ModelInfo` fields."""
+    missing = [key for key in STATEFUL_KEYS if not meta.get(key)]
+    if missing:
+        raise EncoderError(f"{name}: stream_mode 'stateful' needs metadata {missing}")
+    for kind, key, pool in (("input", "input_pos_cache", input_names), ("input", "input_kv_cache", input_names),
+                            ("output", "output_kv", output_names)):
+        if meta[key] not in pool:
+            raise EncoderError(f"{name}: metadata {key} names {kind} '{meta[key]}', the graph has {list(pool)}")
+    sizes = {key: _int(meta, key, name) for key in ("pos_cache_frames", "kv_layers", "kv_size")}
+    if sizes["pos_cache_frames"] < 0 or min(sizes["kv_layers"], sizes["kv_size"]) < 1:
+        raise EncoderError(f"{name}: metadata stateful sizes out of range ({sizes})")
+    return dict(stateful=True, stream_chunk=_number(meta, "stream_chunk", name),
+                stream_left=_number(meta, "stream_left", name, zero_ok=True), input_pos_cache=meta["input_pos_cache"],
+                input_kv_cache=meta["input_kv_cache"], output_kv=meta["output_kv"], **sizes)
