@@ -4,8 +4,9 @@ Long test streams (real human speech corpora, or a synthetic one) go through the
 pipeline a user's ``kwsstream detect FILE`` runs — :func:`kwsstream.audio.iter_audio_blocks` in
 10 s blocks → :class:`kwsstream.spotter.Stream` ``feed``/``flush`` — with keywords enrolled from
 each corpus's examples (per-example segments) and thresholds calibrated at enrollment
-(:func:`kwsstream.enroll.calibrate_keywords`, 1 FA/h on the bundled background: calibration
-``builtin``). Each stream is played in every condition (``dry``, ``noiseSNR``: babble + pink
+(:func:`kwsstream.enroll.calibrate_keywords`: the default target on the bundled background, through
+the encoder's own-speech rate map, :mod:`kwsstream.ratemap`; ``--rate-map none`` for the
+background's own rates: calibration ``builtin``; keysets and caches in :mod:`eval.streamkeys`). Each stream is played in every condition (``dry``, ``noiseSNR``: babble + pink
 noise at SNR dB, ``room``: RT60 0.5 s); the conditioned audio is written to a FLAC under
 ``OUT/audio`` and that file is what the pipeline reads. The per-keyword score trace of every run
 is cached under ``OUT/traces`` (named by a hash of the keyset and the audio), so reruns skip
@@ -14,8 +15,8 @@ finished runs; the threshold sweep and scoring (:mod:`eval.streamscore`), tables
 
 Calibration ``own``: for a one-speaker stream, the first ``--own-minutes`` of its keyword-free
 prompts are held out (``OUT/own``), the same templates are calibrated on them, and only the rest
-of the stream is counted. Calibration accuracy: every keyword's threshold is moved to each rate in
-:data:`eval.streamscore.ASKED` along its stored curve (``set_sensitivity``) and the rate got is
+of the stream is counted. Calibration accuracy: every keyword's threshold is moved to each rate of ``--asked`` (default
+:data:`eval.streamscore.ASKED`) along its stored curve (``set_sensitivity``) and the rate got is
 measured. Latency: when a live stream emits the event (:func:`eval.streamscore.probe_timing`).
 
 Stream corpus layout (``CORPUS/corpus.json``, format ``kwsstream-streams`` version 1): keywords with
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import shlex
 import sys
@@ -42,33 +42,12 @@ from eval import streamreport as report
 from eval import streamscore as scoring
 from eval.streamcorpus import (CONDITIONS, ROOM_RT60, Corpus, OwnSplit, StreamInfo, apply_condition, babble_source,
                               build_synthetic, check_condition, load_corpus, own_split, read_truth, safe_cut)
+from eval.streamkeys import cache_key, enrolled_keyset, file_hash, own_background, own_keyset, thresholds_for
 from kwsstream.errors import UsageError
 
 _LOG = logging.getLogger(__name__)
 DETECT_BLOCK_SECONDS = 10.0
 """Blocks read per ``feed`` call: what ``kwsstream detect FILE`` reads (not ``--realtime``)."""
-
-# ----------------------------------------------------------------------------- caches
-
-
-_HASHES: dict[tuple, str] = {}
-
-
-def file_hash(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 
 def conditioned_audio(out: Path, corpus: Corpus, stream: StreamInfo, condition: str, seed: int,
                       cut: float | None) -> Path:
@@ -80,7 +59,7 @@ def conditioned_audio(out: Path, corpus: Corpus, stream: StreamInfo, condition: 
     if condition == "dry" and cut is None:
         return stream.audio
     babble = babble_source()[1] if condition.startswith("noise") else ""
-    key = _key(file_hash(stream.audio), condition, seed, cut, babble, ROOM_RT60)
+    key = cache_key(file_hash(stream.audio), condition, seed, cut, babble, ROOM_RT60)
     path = out / "audio" / corpus.name / f"{stream.id}.{condition}.{key}.flac"
     if not path.exists():
         audio = load_audio(stream.audio, max_seconds=MAX_SECONDS)
@@ -92,34 +71,6 @@ def conditioned_audio(out: Path, corpus: Corpus, stream: StreamInfo, condition: 
         write_audio(tmp, apply_condition(audio, condition, rng))
         tmp.replace(path)
     return path
-
-
-def enrolled_keyset(out: Path, corpus: Corpus, names: list[str], encoder, label: str, rate_map: str = "shipped"):
-    """The corpus's keywords enrolled with ``encoder`` from their per-example segments, then
-    calibrated together (the enrollment thresholds; ``rate_map`` ``none``: on the background's
-    own rates, not the encoder's shipped map); cached under ``out/keysets``."""
-    from kwsstream.enroll import add_examples, calibrate_keywords
-    from kwsstream.keyset import load_keyset, save_keyset
-    from kwsstream.ratemap import rate_map_for
-
-    chosen = rate_map_for(encoder.name) if rate_map == "shipped" else None
-
-    examples = [(n, str(e["audio"]), file_hash(e["audio"]), e["segment"]) for n in names for e in corpus.keywords[n]]
-    from kwsstream.calibrate import DEFAULT_FA_PER_HOUR
-
-    # the enrollment rules: the default target and the context an encoder's normalisation gets
-    key = _key(examples, encoder.identity, f"calibrate-default-{DEFAULT_FA_PER_HOUR}",
-               f"context-{encoder.context_seconds}", chosen.to_json() if chosen else None)
-    path = out / "keysets" / f"{corpus.name}.{label}.{key}.kws"
-    if path.exists():
-        return load_keyset(path), path
-    keyset = None
-    for name, audio, _, segment in examples:
-        keyset = add_examples(keyset, encoder, name, [audio], segment)
-    keyset = calibrate_keywords(keyset, encoder, rate_map=chosen)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_keyset(keyset, path)
-    return keyset, path
 
 
 def run_stream(spotter, path: Path) -> tuple[scoring.Trace, scoring.Events, float]:
@@ -152,7 +103,7 @@ def run_stream(spotter, path: Path) -> tuple[scoring.Trace, scoring.Events, floa
 
 def cached_trace(out: Path, keyset_path: Path, keyset_corpus: str, stream_corpus: str, stream: StreamInfo,
                  condition: str, label: str, audio: Path, spotter) -> tuple[scoring.Trace, scoring.Events, float]:
-    key = _key(file_hash(keyset_path), file_hash(audio), spotter.options, DETECT_BLOCK_SECONDS)
+    key = cache_key(file_hash(keyset_path), file_hash(audio), spotter.options, DETECT_BLOCK_SECONDS)
     path = out / "traces" / keyset_corpus / f"{stream_corpus}.{stream.id}.{condition}.{label}.{key}.npz"
     if path.exists():
         z = np.load(path)
@@ -183,48 +134,6 @@ def encoder_label(spec: str) -> str:
 
 
 OWN_SPAN = scoring.OWN_SPAN
-
-
-def own_background(out: Path, corpus: Corpus, stream: StreamInfo, split: OwnSplit) -> Path:
-    """The held-out prompts of ``stream`` (dry, each with the pause after it) in one FLAC under
-    ``out/own`` (reused when its key matches): the own-voice calibration background."""
-    from eval.scenes import write_audio
-    from kwsstream.audio import MAX_SECONDS, load_audio
-
-    key = _key(file_hash(stream.audio), split.segments)
-    path = out / "own" / corpus.name / f"{stream.id}.heldout.{key}.flac"
-    if not path.exists():
-        audio = load_audio(stream.audio, max_seconds=MAX_SECONDS)
-        parts = [audio[int(round(a * 16000)):int(round(b * 16000))] for a, b in split.segments]
-        tmp = path.with_suffix(".part.flac")
-        write_audio(tmp, np.concatenate(parts))
-        tmp.replace(path)
-    return path
-
-
-def own_keyset(out: Path, corpus: Corpus, label: str, keyset, keyset_path: Path, encoder, backgrounds: list[Path]):
-    """The enrolled templates calibrated on the own-voice background files instead of the bundled
-    set (``keep_user=False``); cached under ``out/keysets``."""
-    from kwsstream.calibrate import Background
-    from kwsstream.enroll import calibrate_keywords
-    from kwsstream.keyset import load_keyset, save_keyset
-
-    key = _key(file_hash(keyset_path), [file_hash(b) for b in backgrounds], "calibrate-own")
-    path = out / "keysets" / f"{corpus.name}.{label}.own.{key}.kws"
-    if path.exists():
-        return load_keyset(path), path
-    own = calibrate_keywords(keyset, encoder, background=Background.files(backgrounds), keep_user=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_keyset(own, path)
-    return own, path
-
-
-def thresholds_for(keyset, names: list[str], fa_per_hour: float) -> np.ndarray:
-    """Every keyword's threshold moved to ``fa_per_hour`` along its stored false-alarm curve
-    (:func:`kwsstream.enroll.set_sensitivity`, what ``--fa-per-hour`` does; no audio)."""
-    from kwsstream.enroll import set_sensitivity
-
-    return np.array([set_sensitivity(keyset, n, fa_per_hour=fa_per_hour).get(n).threshold for n in names], np.float64)
 
 
 def own_plan(corpus: Corpus, minutes: float, max_share: float,

@@ -1,10 +1,13 @@
 """Export of wav2vec2 checkpoints to ONNX, cut at a chosen transformer layer.
 
-Run from the repository root: ``python -m export MODEL --layer L [--quantize int8] [--out PATH]``
-(see ``__main__.py``). The stages, one file each:
+Run from the repository root: ``python -m export MODEL --layer L [--quantize int8]
+[--stateful [--chunk S] [--lookahead S] [--left S]] [--out PATH]`` (see ``__main__.py``). The stages, one file each:
 
 * ``wav2vec2.py``  — load a checkpoint (hub id or local folder), check its config, build the
   truncated module and write it with ``torch.onnx.export``.
+* ``stateful.py``  — the ``--stateful`` streaming graph (key/value and positional-convolution
+  caches: each frame computed once); ``streamref.py`` its PyTorch reference of the chunked
+  computation (parity).
 * ``quantize.py``  — dynamic int8 quantisation (MatMul weights only, per channel).
 * ``verify.py``    — parity of the ONNX file with the PyTorch model (the explicit layer definition).
 * ``metadata.py``  — the ``metadata_props`` contract the runtime reads (``kwsstream`` never looks

@@ -57,3 +57,19 @@ def test_the_shipped_maps_load_and_mean_more_false_alarms_in_own_speech_than_on_
     for rate in (0.3, 1.0, 3.0, 10.0):
         assert mapped.to_background(rate) < rate
     assert rate_map_for("no-such-encoder") is None
+
+
+def test_the_map_is_fitted_from_counted_rates_only_and_a_plateau_keeps_its_loosest_threshold():
+    """``python -m eval ratemap`` turns the benchmark's asked-vs-got rows into knots: rates from
+    fewer than 3 false alarms are too noisy to keep; where a looser threshold gets no more false
+    alarms, the loosest one stands for that rate."""
+    from eval.ratemap import knots
+
+    rows = [{"asked_fa_per_hour": a, "fa_per_hour": g, "false_alarms": n} for a, g, n in
+            [("0.001", "0.3", "2"), ("0.005", "1.7", "11"), ("0.01", "2.0", "13"), ("0.02", "2.0", "13"),
+             ("0.1", "4.9", "32"), ("1", "13.4", "88")]]
+    own, background = knots(rows, min_events=3)
+    assert own == [1.7, 2.0, 4.9, 13.4]
+    assert background == [0.005, 0.02, 0.1, 1.0]
+    fitted = RateMap.from_json({"own": own, "background": background}, "fit")
+    assert fitted.to_background(2.0) == pytest.approx(0.02)
