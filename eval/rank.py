@@ -23,11 +23,20 @@ How it is computed: the query frames of every representation that shares the sen
 (word-level and contextual) are stacked in the runtime's template layout
 (:meth:`kwsstream.matcher.TemplateLayout.from_lengths`) and multiplied with blocks of sentence
 frames (BLAS; at most ``block_bytes`` of products, so memory is bounded by one layer's sentence
-frames plus one block). ``none`` multiplies unit-length rows (``kwsstream.matcher.unit_rows``), so
-its local distances are the runtime's own, ``Templates.distances``, number for number (tested);
-``center`` multiplies centred frames and ``zscore`` centred frames weighted by ``1/sigma^2``, each
-then scaled by the rows' inverse norms. A numba kernel, parallel over sentences, turns the
-products into distances a few frames at a time and advances the queries' S-DTW columns over them.
+frames plus one block). Two matrix products per block serve the three normalisations
+(:func:`product_passes`): centred frames times centred queries give ``center`` and, with rank-1
+offsets, ``none`` (``x.q = xc.qc + xc.mu + mu.qc + mu.mu``, then scaled by the raw rows' inverse
+norms); centred frames times centred queries weighted by ``1/sigma^2`` give ``zscore``. Computing
+``none`` that way rather than from its own product of unit rows moves its distances by rounding
+only (about 1e-6 on strongly anisotropic 256-wide frames, tested) and saves a third of the
+stage's arithmetic (``eval/bench/eval_timing.py`` measures both); ``none`` scored alone
+(``--normalizations none``) multiplies unit rows (``kwsstream.matcher.unit_rows``), so its
+local distances are the runtime's own, ``Templates.distances``, number for number (tested).
+Silent (all-zero) rows have distance exactly 1 either way. A numba kernel, parallel over
+sentences, turns the products into distances a few frames at a time and advances the queries'
+S-DTW columns over them: the distance matrix is never stored, only one block of products.
+Float16 products are no option here: numpy has no float16 matrix product of its own (measured
+about 100 times slower than float32 on AVX2), so float16 stays a storage format (the cache).
 
 One property of the runtime's score to know when comparing numbers: the normalisation uses the
 length of the *cheapest* path, so when two paths of different lengths tie exactly in cost (a run
@@ -62,10 +71,13 @@ class RankOptions:
     """Attributes:
         normalizations: which of :data:`NORMALIZATIONS` to score.
         block_bytes: bytes of one block of dot products (memory bound of the stage).
+        share_products: ``none`` read from ``center``'s products (one matrix product fewer per
+            block, see :func:`product_passes`); False: one product per normalisation.
     """
 
     normalizations: tuple[str, ...] = NORMALIZATIONS
     block_bytes: int = DEFAULT_BLOCK_BYTES
+    share_products: bool = True
 
 
 @dataclass
@@ -147,9 +159,14 @@ def _norms(x: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
     return np.sqrt(squares.sum(axis=1, dtype=np.float64))
 
 
-def _inverse_norms(x: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-    """``1 / max(|x|, EPS)`` per row, as ``kwsstream.matcher.unit_rows`` scales rows."""
-    return (1.0 / np.maximum(_norms(x, weight), EPS)).astype(np.float32)
+def _inverse_norms(x: np.ndarray, weight: np.ndarray | None = None, zero_rows: float | None = None) -> np.ndarray:
+    """``1 / max(|x|, EPS)`` per row, as ``kwsstream.matcher.unit_rows`` scales rows; rows shorter
+    than ``EPS`` get ``zero_rows`` instead when given (0: their distances are exactly 1)."""
+    norms = _norms(x, weight)
+    inverse = 1.0 / np.maximum(norms, EPS)
+    if zero_rows is not None:
+        inverse[norms < EPS] = zero_rows
+    return inverse.astype(np.float32)
 
 
 def _blocks(s_off: np.ndarray, cells: int, block_bytes: int) -> list[tuple[int, int]]:
@@ -166,22 +183,45 @@ def _blocks(s_off: np.ndarray, cells: int, block_bytes: int) -> list[tuple[int, 
     return blocks
 
 
+def product_passes(wanted: Sequence[str], share: bool = True) -> list[tuple[str, tuple[str, ...]]]:
+    """The matrix products of one block: ``(what is multiplied, normalisations read from it)``.
+
+    ``unit``: unit rows (``none`` alone, the runtime's own products); ``centred``: centred rows,
+    read as ``center`` and, with ``share``, as ``none`` too (``x.q = xc.qc + xc.mu + mu.qc + mu.mu``:
+    rank-1 offsets, exact up to rounding); ``weighted``: centred rows against centred queries
+    weighted by ``1/sigma^2`` (``zscore``). Without ``share`` each normalisation has its own.
+    """
+    passes = []
+    if "center" in wanted:
+        passes.append(("centred", ("none", "center") if share and "none" in wanted else ("center",)))
+    if "none" in wanted and not any("none" in norms for _, norms in passes):
+        passes.insert(0, ("unit", ("none",)))
+    if "zscore" in wanted:
+        passes.append(("weighted", ("zscore",)))
+    return passes
+
+
 class _Terms:
-    """The query side of each normalisation, in layout order: the vectors multiplied and the
+    """The query side of each product pass, in layout order: the vectors multiplied and the
     cells' offsets and scales in ``1 - (p + frame_add + cell_add) * frame_scale * cell_scale``."""
 
-    def __init__(self, cells: np.ndarray, stats: CorpusStats, wanted: Sequence[str]):
-        self.stats = stats
+    def __init__(self, cells: np.ndarray, stats: CorpusStats, passes: Sequence[tuple[str, tuple[str, ...]]]):
+        self.stats, self.passes = stats, passes
         self.inv_var = (1.0 / stats.std.astype(np.float64) ** 2).astype(np.float32)
+        self.mean64 = stats.mean.astype(np.float64)
+        self.mean_square = float(self.mean64 @ self.mean64)
         zeros, ones = np.zeros(len(cells), np.float32), np.ones(len(cells), np.float32)
+        names = {name for name, _ in passes}
         self.vectors, self.cell = {}, {}
-        if "none" in wanted:  # the runtime's unit rows: distances exactly Templates.distances'
-            self.vectors["none"], self.cell["none"] = unit_rows(cells), (zeros, ones)
+        if "unit" in names:  # the runtime's unit rows: distances exactly Templates.distances'
+            self.vectors["unit"], self.cell["none"] = unit_rows(cells), (zeros, ones)
         centred = cells - stats.mean
-        if "center" in wanted:
-            self.vectors["center"], self.cell["center"] = centred, (zeros, _inverse_norms(centred))
-        if "zscore" in wanted:
-            self.vectors["zscore"] = centred * self.inv_var
+        if "centred" in names:
+            self.vectors["centred"], self.cell["center"] = centred, (zeros, _inverse_norms(centred))
+            if "none" not in self.cell:  # x.q from xc.qc: the query's offset mu.qc, its raw norm
+                self.cell["none"] = ((centred @ self.mean64).astype(np.float32), _inverse_norms(cells, zero_rows=0.0))
+        if "weighted" in names:
+            self.vectors["weighted"] = centred * self.inv_var
             self.cell["zscore"] = (zeros, _inverse_norms(centred, self.inv_var))
 
     def block(self, frames: np.ndarray) -> _Block:
@@ -193,28 +233,39 @@ class _Block:
 
     def __init__(self, terms: _Terms, frames: np.ndarray):
         self.terms, self.frames = terms, frames
-        self.centred = frames - terms.stats.mean if len(terms.vectors.keys() - {"none"}) else None
+        self.centred = frames - terms.stats.mean if terms.vectors.keys() - {"unit"} else None
 
-    def products(self, norm: str, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fill ``out`` (frames, cells) with the dot products of ``norm``; return the frames'
-        offsets and scales."""
+    def products(self, name: str, out: np.ndarray) -> None:
+        """Fill ``out`` (frames, cells) with the dot products of pass ``name``."""
+        left = unit_rows(self.frames) if name == "unit" else self.centred
+        np.matmul(left, self.terms.vectors[name].T, out=out)
+
+    def frame_terms(self, name: str, norm: str) -> tuple[np.ndarray, np.ndarray]:
+        """The frames' offsets and scales of ``norm`` read from the products of pass ``name``."""
         zeros = np.zeros(len(self.frames), np.float32)
-        if norm == "none":
-            np.matmul(unit_rows(self.frames), self.terms.vectors["none"].T, out=out)
+        if name == "unit":
             return zeros, np.ones(len(self.frames), np.float32)
-        np.matmul(self.centred, self.terms.vectors[norm].T, out=out)
+        if norm == "none":  # x.q = xc.qc + (xc.mu + mu.mu) + mu.qc; scaled by the raw norms
+            offset = self.centred @ self.terms.mean64 + self.terms.mean_square
+            return offset.astype(np.float32), _inverse_norms(self.frames, zero_rows=0.0)
         weight = self.terms.inv_var if norm == "zscore" else None
         return zeros, _inverse_norms(self.centred, weight)
 
 
-def local_distances(norm: str, queries: Sequence[np.ndarray], frames: np.ndarray, stats: CorpusStats) -> np.ndarray:
+def local_distances(norm: str, queries: Sequence[np.ndarray], frames: np.ndarray, stats: CorpusStats,
+                    share: bool = False) -> np.ndarray:
     """The local distances the ranking kernel forms for ``norm``: ``(frames, cells)`` float32, the
     cells of ``queries`` in the runtime's layout (:meth:`TemplateLayout.from_lengths`). For
-    ``none`` they are ``kwsstream.matcher.Templates.distances`` (tested); for tests and checks."""
+    ``none`` alone (``share=False``) they are ``kwsstream.matcher.Templates.distances`` (tested);
+    with ``share``, ``none`` as read from the centred products. For tests and checks."""
     tpl = TemplateLayout.from_lengths([len(q) for q in queries])
-    terms = _Terms(np.concatenate(queries).astype(np.float32)[tpl.cell_rows()], stats, [norm])
+    wanted = ("none", "center") if share else (norm,)
+    passes = [(name, norms) for name, norms in product_passes(wanted, share) if norm in norms]
+    terms = _Terms(np.concatenate(queries).astype(np.float32)[tpl.cell_rows()], stats, passes)
     products = np.empty((len(frames), tpl.n_cells), np.float32)
-    frame_add, frame_scale = terms.block(np.asarray(frames, np.float32)).products(norm, products)
+    block = terms.block(np.asarray(frames, np.float32))
+    block.products(passes[0][0], products)
+    frame_add, frame_scale = block.frame_terms(passes[0][0], norm)
     cell_add, cell_scale = terms.cell[norm]
     return np.float32(1.0) - (products + frame_add[:, None] + cell_add[None, :]) * frame_scale[:, None] * cell_scale[None, :]
 
@@ -249,7 +300,8 @@ def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences:
     wanted = [n for n in NORMALIZATIONS if n in options.normalizations]
     tpl = TemplateLayout.from_lengths(lengths)
     queries = np.concatenate([f for f, _ in query_sets]).astype(np.float32, copy=False)[tpl.cell_rows()]
-    terms = _Terms(queries, stats, wanted)
+    passes = product_passes(wanted, options.share_products)
+    terms = _Terms(queries, stats, passes)
     del queries
     n_sent = len(s_off) - 1
     scores = {n: np.empty((len(lengths), n_sent), np.float32) for n in wanted}
@@ -265,16 +317,18 @@ def rank_queries(query_sets: Sequence[tuple[np.ndarray, np.ndarray]], sentences:
         local = (s_off[a:b + 1] - f0).astype(np.int64)
         products = buffer[:tpl.n_cells * (f1 - f0)].reshape(f1 - f0, tpl.n_cells)
         block = terms.block(sentences[f0:f1])
-        for norm in wanted:
-            frame_add, frame_scale = block.products(norm, products)
-            cell_add, cell_scale = terms.cell[norm]
-            t = clock.add("distances", t)
-            best = np.empty((tpl.n_templates, b - a), np.float32)
-            score_block(products, local, frame_add, frame_scale, cell_add, cell_scale,
-                        tpl.row_offset, tpl.row_width, tpl.last_cell, tpl.length, tpl.row_lo, tpl.row_hi, best)
-            scores[norm][tpl.order, a:b] = best
-            bar.update(b - a)
-            t = clock.add("dtw", t)
+        for name, norms in passes:
+            block.products(name, products)
+            for norm in norms:
+                frame_add, frame_scale = block.frame_terms(name, norm)
+                cell_add, cell_scale = terms.cell[norm]
+                t = clock.add("distances", t)
+                best = np.empty((tpl.n_templates, b - a), np.float32)
+                score_block(products, local, frame_add, frame_scale, cell_add, cell_scale,
+                            tpl.row_offset, tpl.row_width, tpl.last_cell, tpl.length, tpl.row_lo, tpl.row_hi, best)
+                scores[norm][tpl.order, a:b] = best
+                bar.update(b - a)
+                t = clock.add("dtw", t)
     bar.close()
     out, first = [], 0
     for _, off in query_sets:

@@ -258,6 +258,17 @@ def _init_worker(spec: str, threads: int, cache_root: str, info: EncoderInfo) ->
     _WORKER["cache"] = FeatureCache(Path(cache_root), info)
 
 
+def encode_one(item: Item, info: EncoderInfo, cache_root: str, threads: int) -> tuple[str, float]:
+    """Encode one item and cache it in a long-lived process (a Dask worker): the encoder is opened
+    on the first call and kept for the next ones with the same encoder and threads."""
+    state = (info, str(cache_root), threads)
+    if _WORKER.get("state") != state:
+        _WORKER.clear()
+        _init_worker(info.spec, threads, str(cache_root), info)
+        _WORKER["state"] = state
+    return _encode_item(item)
+
+
 def _encode_item(item: Item) -> tuple[str, float]:
     """Encode one item at every layer and cache it; returns its key and audio seconds."""
     from kwsstream.audio import load_audio

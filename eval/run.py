@@ -13,7 +13,10 @@ The study's whole chain with the runtime's own components, stage by stage:
 4. ``metrics`` — P@K and R@K (:mod:`eval.metrics`);
 5. ``report`` — ``results.csv``, ``anisotropy.csv``, ``summary.md``, plots (:mod:`eval.report`).
 
-A rerun finds the encodings and scores in the cache (``RESULTS_DIR/cache`` or ``--cache``) and
+``--workers N`` (N >= 2) runs the encode and per-layer stages on a local Dask cluster of N
+processes, ``--scheduler ADDRESS`` on an existing one (:mod:`eval.distributed`: the same code on
+the workers, the same files in the shared cache, the same ``results.csv``); default: in this
+process. A rerun finds the encodings and scores in the cache (``RESULTS_DIR/cache`` or ``--cache``) and
 only redoes what is missing; the stage wall times go to ``timings.json`` and stderr. ``--quick``
 draws a small protocol (:data:`QUICK_PROTOCOL`) for CI. Sizes: ``--targets N|auto``,
 ``--queries-per-target N``, ``--negatives N|auto`` (``auto``: as many as the corpus allows, at
@@ -34,6 +37,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from eval.distributed import ClusterOptions, open_engine
 from eval.protocol import ProtocolOptions
 from eval.rank import NORMALIZATIONS, RankOptions
 from eval.representations import MFCC_CMN, EncodeOptions
@@ -66,6 +70,8 @@ class RunOptions:
         include_own: rank the query's own sentence and count it relevant (the study's convention)
             in ``results.csv``, the plots and the summary's tables (the summary shows both).
         mfcc_cmn: the eval MFCC's normalisation (:data:`eval.representations.MFCC_CMN`).
+        cluster: run the encode and per-layer stages on Dask (:mod:`eval.distributed`); default:
+            in this process.
     """
 
     corpus: Path
@@ -83,6 +89,7 @@ class RunOptions:
     progress: bool = True
     include_own: bool = False
     mfcc_cmn: str = MFCC_CMN[0]
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
 @dataclass
@@ -99,6 +106,11 @@ def run(options: RunOptions) -> RunResult:
     Raises:
         KwsError: a corpus, protocol, encoder or cache problem (one line naming the culprit).
     """
+    with open_engine(options.cluster) as engine:
+        return _run(options, engine)
+
+
+def _run(options: RunOptions, engine) -> RunResult:
     from eval import report
     from eval.corpus import read_corpus
     from eval.protocol import make_protocol, write_protocol
@@ -125,8 +137,12 @@ def run(options: RunOptions) -> RunResult:
     if unknown:
         raise UsageError(f"--layers {unknown} are not in {options.encoder} (it has {list(encoders[0].layers)})")
     sentences, segments = protocol_items(protocol)
+    if engine is not None:
+        model = [options.encoder] if Path(options.encoder).is_file() else []
+        engine.check_shared(cache, [protocol.sentences[0].path, *model])
     for info in encoders:
-        stats = encode_items(sentences + segments, info, cache, options.encode, options.progress)
+        stats = (encode_items(sentences + segments, info, cache, options.encode, options.progress) if engine is None
+                 else engine.encode(sentences + segments, info, cache, options.progress))
         log.info("%s: %d recordings, %d encoded now (%.0f s of audio)", info.name, stats["items"],
                  stats["encoded"], stats["audio_seconds"])
     timings["encode"] = time.perf_counter() - t
@@ -134,7 +150,12 @@ def run(options: RunOptions) -> RunResult:
     rows, aniso = [], []
     for info in encoders:
         layers = info.layers if options.layers is None or info is not encoders[0] else options.layers
-        scored = score_layers(protocol, info, layers, cache, options, timings, primary=info is encoders[0])
+        if engine is None:
+            scored = score_layers(protocol, info, layers, cache, options, timings, primary=info is encoders[0])
+        else:
+            t = time.perf_counter()
+            scored = engine.score(protocol, info, layers, cache, options, timings, primary=info is encoders[0])
+            timings["layers (wall, on Dask)"] = timings.get("layers (wall, on Dask)", 0.0) + time.perf_counter() - t
         rows += scored.rows
         aniso += scored.anisotropy
 
@@ -204,6 +225,12 @@ def _size(text: str) -> int | str:
     return value
 
 
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
@@ -244,8 +271,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the eval MFCC's mean normalisation: utterance (default, offline, as the study) or "
                              "causal (the runtime's live 1 s running mean)")
     parser.add_argument("--seed", type=int, default=0, help="protocol seed (default 0)")
-    parser.add_argument("--workers", type=int, default=0, help="encoding processes (default: one per core for ONNX)")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads per encoding process")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive, metavar="N",
+                       help="run the encode and per-layer stages on a local Dask cluster of N worker processes "
+                            "(1: all in this process; default: no cluster, encoding in one process per core)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run them on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (the cache, corpus and "
+                            "model must be at the same paths on every worker: a shared file system)")
+    parser.add_argument("--threads", type=int, help="threads per encoding process or Dask task (onnxruntime, BLAS)")
     parser.add_argument("--pairs", type=int, help=f"frame pairs per anisotropy measure (default {DEFAULT_PAIRS})")
     parser.add_argument("--no-mfcc", action="store_true", help="with an ONNX model, skip the MFCC baseline")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -267,10 +300,11 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     return RunOptions(
         corpus=args.corpus, encoder=args.encoder, out=args.out, cache=args.cache, split=args.split,
         alignments=args.alignments, protocol=protocol,
-        encode=EncodeOptions(workers=args.workers, threads=args.threads),
+        encode=EncodeOptions(workers=1 if args.workers == 1 else 0, threads=args.threads),
         rank=RankOptions(normalizations=args.normalizations), layers=args.layers,
         mfcc_baseline=not args.no_mfcc, pairs=args.pairs or (QUICK_PAIRS if args.quick else DEFAULT_PAIRS),
-        progress=not args.no_progress, include_own=args.include_own, mfcc_cmn=args.mfcc_cmn)
+        progress=not args.no_progress, include_own=args.include_own, mfcc_cmn=args.mfcc_cmn,
+        cluster=ClusterOptions(workers=args.workers or 0, scheduler=args.scheduler, threads=args.threads))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -411,3 +411,47 @@ def test_layer_plots_draw_lines_and_one_layer_representations_as_markers(tmp_pat
     assert list(lines["MFCC-13 (none)"].get_ydata()) == [0.01]
     # and the saved file has the data's colours in it, not only axes and text
     assert _plotted_pixels(plot_retrieval(tmp_path, rows)) > 0.001
+
+
+# -- shared matrix products ------------------------------------------------------------------------
+
+def test_shared_products_give_the_straightforward_scores_on_anisotropic_frames():
+    """``none`` read from the centred products (one matrix product fewer per block) scores as the
+    plain computation does: unit rows, the runtime's distance, S-DTW per pair; on wide, strongly
+    anisotropic frames (mean cosine about 0.97, a rogue dimension) with silent (all-zero) frames."""
+    from eval.rank import local_distances
+
+    rng = np.random.default_rng(7)
+    dim = 256
+    offset = rng.standard_normal(dim).astype(np.float32) * 6
+    offset[3] = 60  # a rogue dimension
+    s_off = np.concatenate([[0], np.cumsum(rng.integers(20, 60, 12))]).astype(np.int64)
+    q_off = np.concatenate([[0], np.cumsum(rng.integers(4, 15, 7))]).astype(np.int64)
+    sentences = (rng.standard_normal((s_off[-1], dim)) + offset).astype(np.float32)
+    queries = (rng.standard_normal((q_off[-1], dim)) + offset).astype(np.float32)
+    sentences[[3, 40]] = 0
+    queries[2] = 0
+    stats = corpus_stats(sentences)
+    assert anisotropy(sentences, *sample_pairs(s_off, 2000, rng)).mean_cosine > 0.9
+    shared = rank_queries([(queries, q_off)], sentences, s_off, stats)[0]
+    apart = rank_queries([(queries, q_off)], sentences, s_off, stats, RankOptions(share_products=False))[0]
+    np.testing.assert_allclose(shared["none"], _reference(queries, q_off, sentences, s_off), atol=2e-5)
+    np.testing.assert_allclose(shared["none"], apart["none"], atol=2e-5)
+    for norm in ("center", "zscore"):
+        assert np.array_equal(shared[norm], apart[norm]), norm  # computed the same way either way
+    parts = [queries[q_off[i]:q_off[i + 1]] for i in range(len(q_off) - 1)]
+    exact = local_distances("none", parts, sentences, stats)
+    derived = local_distances("none", parts, sentences, stats, share=True)
+    np.testing.assert_allclose(derived, exact, atol=1e-5)
+    assert np.all(derived[[3, 40]] == 1) and np.all(exact[[3, 40]] == 1)  # silence: distance exactly 1
+    # both are float32 roundings of the same float64 distances, the shared one no worse
+    from kwsstream.matcher import TemplateLayout
+
+    cells = queries.astype(np.float64)[TemplateLayout.from_lengths(np.diff(q_off)).cell_rows()]
+    truth = 1 - unit64(sentences) @ unit64(cells).T
+    assert np.abs(derived - truth).max() <= max(np.abs(exact - truth).max(), 1e-6)
+
+
+def unit64(x):
+    norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1)
