@@ -7,7 +7,9 @@ call's own frames; only the ``chunk`` committed frames' keys/values enter the ca
 lookahead frames are provisional: the next call computes them again as its own frames). The
 positional convolution (wav2vec2: kernel 128, groups 16, one output removed by ``SamePad``) takes
 its left side from cached projected features of real earlier frames (``pos_cache``, up to
-``kernel // 2`` frames) and sees zeros past the call's last frame, as a window's edge does.
+``kernel // 2`` frames) and sees zeros past the call's last frame, as a window's edge does; it
+computes outputs for the call's frames only (:meth:`StatefulGraph.positional`), not for the
+cached ones.
 
 The graph is geometry-free: the runtime (``kwsstream/encoders/onnxstate.py``) decides the
 chunk, lookahead and left context and keeps the caches; the graph says what it needs in its
@@ -110,10 +112,31 @@ class StatefulGraph(nn.Module):
         hidden = block.final_layer_norm(hidden + block.feed_forward(hidden))
         return hidden, key, value
 
-    def transform(self, hidden, pos_cache, kv_cache):
-        """The transformer part on projected features ``hidden`` ``[1, frames, hidden]``."""
-        past = pos_cache.shape[1]
-        hidden = hidden + self.pos_conv(torch.cat([pos_cache, hidden], dim=1))[:, past:]
+    def positional(self, pos_cache, hidden):
+        """The positional convolution's output for ``hidden``'s frames only.
+
+        The original pads its input with ``kernel // 2`` zeros on the left and ``kernel - 1 -
+        kernel // 2`` on the right (``padding = kernel // 2`` both sides, then ``SamePad`` drops
+        the last output when the kernel is even), so output ``t`` reads inputs ``t - kernel // 2``
+        to ``t + kernel - 1 - kernel // 2``. Here the same window is built explicitly - the left
+        zeros, then the cached frames (they replace zeros, the last ``kernel // 2`` at most),
+        the call's frames, the right zeros - and an unpadded convolution gives exactly one output
+        per call frame: no work for the cached frames' outputs, which are not needed.
+        """
+        conv = self.pos_conv.conv
+        kernel = conv.kernel_size[0]
+        left = kernel // 2
+        window = nn.functional.pad(torch.cat([pos_cache, hidden], dim=1), (0, 0, left, kernel - 1 - left))
+        window = window[:, pos_cache.shape[1]:]  # exactly `left` frames before the call's first
+        mixed = nn.functional.conv1d(window.transpose(1, 2), conv.weight, conv.bias, groups=conv.groups)
+        return self.pos_conv.activation(mixed).transpose(1, 2)
+
+    def transform(self, hidden, pos_cache, kv_cache, positional=None):
+        """The transformer part on projected features ``hidden`` ``[1, frames, hidden]``.
+
+        ``positional(pos_cache, hidden)``: the positional embedding of ``hidden``'s frames
+        (default :meth:`positional`; the reference passes the original module's formulation)."""
+        hidden = hidden + (positional or self.positional)(pos_cache, hidden)
         if self.input_norm is not None:
             hidden = self.input_norm(hidden)
         outputs = [hidden] if 0 in self.layers else []

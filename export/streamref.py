@@ -43,6 +43,19 @@ def schedule(frames: int, chunk: int, lookahead: int) -> list[Call]:
     return calls
 
 
+def padded_positional(module):
+    """The positional embedding as the original module computes it: the convolution (its own zero
+    padding) over the cached and the call's frames, the cached frames' outputs then dropped - the
+    formulation that :meth:`export.stateful.StatefulGraph.positional` replaces by one output per
+    call frame, kept here as the parity reference."""
+    import torch
+
+    def positional(pos_cache, hidden):
+        return module.pos_conv(torch.cat([pos_cache, hidden], dim=1))[:, pos_cache.shape[1]:]
+
+    return positional
+
+
 def chunked_reference(module, audio: np.ndarray, *, chunk: int, lookahead: int, left: int, pos_frames: int,
                       hop: int = 320, field: int = 400) -> dict[int, np.ndarray]:
     """Frames at each layer of ``module`` (a :class:`export.stateful.StatefulGraph`) streaming
@@ -65,7 +78,7 @@ def chunked_reference(module, audio: np.ndarray, *, chunk: int, lookahead: int, 
                 stop = wave.shape[1] if call.final else (call.end - 1) * hop + field
                 features = module.features(wave[:, call.start * hop:stop])
             past = committed[:, max(0, call.start - pos_frames):call.start]
-            layers, kv = module.transform(features, past, cache)
+            layers, kv = module.transform(features, past, cache, positional=padded_positional(module))
             for layer, value in zip(module.layers, layers):
                 outputs[layer].append(value[0, :call.commit].numpy())
             cache = torch.cat([cache, kv[:, :, :call.commit]], dim=2)

@@ -69,6 +69,32 @@ def test_stream_matches_pytorch_chunked_reference(models, stateful, which, check
     assert np.abs(got - enc.encode(audio)).max() > 1e-3
 
 
+@pytest.mark.parametrize("kernel", [16, 15])
+def test_positional_convolution_computes_only_the_calls_frames(kernel):
+    """The graph's positional convolution (one output per call frame, no padding) equals the
+    original module's (own zero padding and SamePad, over cached + call frames, cached outputs
+    dropped) for every amount of cached frames: none, fewer than, exactly and more than it reads."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from export.stateful import build_stateful_module
+    from export.streamref import padded_positional
+    from export_helpers import TINY_XLSR
+
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(Wav2Vec2Config(**dict(TINY_XLSR, num_conv_pos_embeddings=kernel)))
+    module = build_stateful_module(model, [1], two_stage=True)
+    reference = padded_positional(module)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for past, frames in ((0, 5), (3, 5), (kernel // 2, 5), (kernel // 2 + 4, 5), (kernel // 2, 1), (2, 40)):
+            cache = torch.randn(1, past, 32, generator=generator)
+            hidden = torch.randn(1, frames, 32, generator=generator)
+            got = module.positional(cache, hidden)
+            assert got.shape == (1, frames, 32)
+            torch.testing.assert_close(got, reference(cache, hidden), rtol=1e-5, atol=1e-5)
+
+
 def test_whole_context_equals_one_shot_and_windowed(models, stateful):
     audio = speechlike(2.3, seed=8)
     enc = OnnxEncoder(stateful.xlsr, threads=1, stream=WHOLE)

@@ -9,7 +9,8 @@ For each layer L and precision: real-time factor (compute seconds per audio seco
 * ``stream``: the encoder's own streaming (windowed exports: front end once per stream, context
   windows; ``--stateful`` exports: each frame once, cached keys/values), fed 0.1 s blocks as a
   microphone would, with the frame latency (audio in -> frame out: audio still to arrive after
-  the frame's own samples, plus the compute of the block that emitted it): median, p95, max;
+  the frame's own samples, plus the compute of the block that emitted it): median, p95, max,
+  and the streamed frames' cosine to the one-shot encoding of the same audio (mean, min);
 * ``pipeline``: :class:`kwsstream.spotter.Spotter` fed the same blocks (encoder + S-DTW matcher +
   detector, one keyword with 3 templates), with the detection latency (the block's audio end +
   its compute - the event's end) of the events it fires;
@@ -80,24 +81,33 @@ def measure_encode(encoder, audio: np.ndarray) -> dict:
     return {"rtf": clock.wall / seconds, "cpu_rtf": clock.cpu / seconds}
 
 
-def measure_stream(encoder, audio: np.ndarray, block: int) -> dict:
-    """Stream ``audio`` in blocks: RTF and frame latency (mean, median, p95, max) in seconds."""
+def measure_stream(encoder, audio: np.ndarray, block: int, whole: np.ndarray | None = None) -> dict:
+    """Stream ``audio`` in blocks: RTF and frame latency (mean, median, p95, max) in seconds;
+    with ``whole`` (the one-shot encoding of ``audio``) also the per-frame cosine of the streamed
+    frames to it (mean, min): the price of streaming."""
     grid, state = encoder.grid, encoder.create_state()
-    emitted, latencies, wall, cpu = 0, [], 0.0, 0.0
+    emitted, latencies, wall, cpu, parts = 0, [], 0.0, 0.0, []
     for pos in range(0, len(audio), block):
         with Clock() as clock:
             frames = state.push(audio[pos:pos + block])
         wall, cpu = wall + clock.wall, cpu + clock.cpu
+        parts.append(frames)
         received = min(pos + block, len(audio))
         for j in range(emitted, emitted + len(frames)):
             frame_end = j * grid.hop + grid.length - grid.pad
             latencies.append((received - frame_end) / grid.sample_rate + clock.wall)
         emitted += len(frames)
     with Clock() as clock:
-        state.flush()
+        parts.append(state.flush())
     seconds = len(audio) / grid.sample_rate
-    return {"rtf": (wall + clock.wall) / seconds, "cpu_rtf": (cpu + clock.cpu) / seconds,
-            **latency_stats(latencies, "latency")}
+    result = {"rtf": (wall + clock.wall) / seconds, "cpu_rtf": (cpu + clock.cpu) / seconds,
+              **latency_stats(latencies, "latency")}
+    if whole is not None:
+        streamed = np.concatenate(parts)
+        norms = np.linalg.norm(streamed, axis=1) * np.linalg.norm(whole, axis=1)
+        cos = (streamed * whole).sum(1) / np.maximum(norms, 1e-30)
+        result.update(cosine_mean=float(cos.mean()), cosine_min=float(cos.min()))
+    return result
 
 
 def latency_stats(values: list[float], prefix: str) -> dict:
@@ -177,12 +187,13 @@ def measure_model(path: Path, threads: int, reps: int) -> dict:
         "mode": "stateful" if encoder.info.stateful else "windowed",
     }
     measure_encode(encoder, utterance)  # warm-up: first-run allocations
+    whole = encoder.encode(stream_audio)  # the reference of the stream's fidelity
     runs: dict[str, list] = {"encode": [], "naive": [], "stream": [], "pipeline": []}
     for _ in range(reps):  # interleaved: a load change on a shared machine hits every stage alike
         runs["encode"].append(measure_encode(encoder, utterance))
         if not encoder.info.stateful:  # the baseline of windowed streaming only
             runs["naive"].append(measure_naive(encoder, stream_audio))
-        runs["stream"].append(measure_stream(encoder, stream_audio, block))
+        runs["stream"].append(measure_stream(encoder, stream_audio, block, whole))
         runs["pipeline"].append(measure_pipeline(encoder, stream_audio, block))
     for stage, values in runs.items():
         result[stage] = None if not values or values[0] is None else _collect(values)
@@ -240,17 +251,22 @@ def table(rows: list[dict]) -> str:
         return f"{pipe['detection_median']['median']:.2f} / {pipe['detection_p95']['median']:.2f} / " \
                f"{pipe['detection_max']['median']:.2f}"
 
+    def fidelity(stream: dict) -> str:
+        if "cosine_mean" not in stream:
+            return "n/a"
+        return f"{stream['cosine_mean']['median']:.4f} / {stream['cosine_min']['median']:.4f}"
+
     lines = ["| L | mode | precision | size MB | encode | naive 2s/1s | stream | pipeline | pipeline / encode "
              "| frame latency median / p95 / max (mean) s | detection latency median / p95 / max s "
-             "| peak RSS MB | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| cosine to one-shot mean / min | peak RSS MB | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         st = r["stream"]
         lat = "/".join(f"{st[f'latency_{key}']['median']:.2f}" for key in ("median", "p95", "max"))
         lines.append(f"| {r['layer']} | {r.get('mode', 'windowed')} | {r['precision']} | {r['size_mb']:.0f} "
                      f"| {cell(r['encode'])} | {cell(r['naive'])} | {cell(st)} | {cell(r['pipeline'])} "
                      f"| {ratio(r['pipeline'], r['encode'])} | {lat} ({st['latency_mean']['median']:.2f}) "
-                     f"| {detections(r['pipeline'])} | {r['peak_rss_mb']:.0f} "
+                     f"| {detections(r['pipeline'])} | {fidelity(st)} | {r['peak_rss_mb']:.0f} "
                      f"| {r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
     return "\n".join(lines)
 

@@ -140,8 +140,10 @@ class OnnxStateStream:
         kept = self._feats[:first_new - base]
         new = np.asarray(new[0], np.float32)
         self._feats = np.concatenate([kept, new if info.two_stage else new[:commit]])
-        cache = np.concatenate([self._kv, kv[:, :, :commit]], axis=2)
-        self._kv = np.ascontiguousarray(cache[:, :, max(0, cache.shape[2] - self.plan.left):])
+        # one copy: the cached frames still in the left context, then the committed ones
+        cached, left = self._kv.shape[2], self.plan.left
+        old = min(cached, max(0, cached + commit - left))  # cached frames that leave the left context
+        self._kv = np.concatenate([self._kv[:, :, old:], kv[:, :, max(0, commit - left):commit]], axis=2)
         self._committed = start + commit
         drop = max(0, self._committed - info.pos_cache_frames - base)  # features no call needs again
         self._feats, self._feat_start = self._feats[drop:], base + drop
