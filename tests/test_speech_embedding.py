@@ -199,14 +199,15 @@ def test_hard_case_end_to_end(model, hard_case, tmp_path):
     10 dB, plus a stream of confusable words; speech_embedding through the CLI, MFCC beside it.
 
     Bounds from ``python -m eval.bench.speech_embedding_vs_mfcc --snr 10 --rooms dry --seeds 11 21
-    31`` (thresholds calibrated at enrollment to the default 0.1 false alarm/hour on the bundled
-    background; measured before at 1/hour too): speech_embedding hits/false alarms of 12 at those
-    thresholds 7/1, 7/1, 5/0 (MFCC 6/0, 9/1, 7/0; at 1/hour 9/4, 9/4, 6/1 vs 5/2, 6/0, 4/4);
+    31`` (thresholds calibrated at enrollment to the default 3 false alarms/hour of own speech
+    through the encoder's rate map): speech_embedding hits/false alarms of 12 at those thresholds
+    7/1, 5/1, 5/0 (MFCC 5/0, 6/0, 3/0; measured before at the background's own 0.1/hour 7/1, 7/1,
+    5/0 vs 6/0, 9/1, 7/0, and at 1/hour 9/4, 9/4, 6/1 vs 5/2, 6/0, 4/4);
     separation AUC (P(an occurrence scores below a 0.5 s window elsewhere), independent of the
     thresholds) 0.9977, 0.9992, 0.9966 (MFCC with its enrollment context 0.9992, 1.0000, 1.0000);
     windows elsewhere below a keyword's worst occurrence 5, 2, 6 (MFCC 2, 0, 0). Asserted, on seed
     11, what held on every seed with a margin: at least 5 hits (min 5 measured) with at most 6
-    false alarms (max 4), AUC >= 0.99 and within 0.01 of MFCC's (min 0.9966, worst difference
+    false alarms (max 4 over both thresholds), AUC >= 0.99 and within 0.01 of MFCC's (min 0.9966, worst difference
     -0.0034), at most 12 such windows (max 6). Audio scaled to the int16 range (the
     wrong input scaling) gave AUC 0.967 and 83 windows on this seed, so the separation bounds
     catch it; a wrong ``pad`` moves every frame (caught exactly by the frame-times test). MFCC is
@@ -276,14 +277,15 @@ def test_hard_case_in_a_room_learned_encoder_beats_mfcc(model, room_case):
     through enrollment calibration, ``Spotter`` and the offline separation figures.
 
     Measured (``python -m eval.bench.speech_embedding_vs_mfcc --snr 15 --rooms 0.5 --seeds 11 21
-    31``, thresholds at the default 0.1 false alarm/hour on the built-in background, MFCC
-    templates normalised with their recording's mirrored start as context), speech_embedding vs
-    MFCC: hits/false alarms of 12: 7/2, 8/2, 5/0 vs 1/0, 4/0, 1/0 (speech_embedding finds 4 to 6
-    more); separation AUC 0.9916, 0.9996, 0.9798 vs 0.9923, 0.9981, 0.9745, windows elsewhere
+    31``, thresholds at the default 3 false alarms/hour of own speech through the encoder's rate
+    map, MFCC templates normalised with their recording's mirrored start as context),
+    speech_embedding vs MFCC: hits/false alarms of 12: 7/2, 6/0, 4/0 vs 1/0, 0/0, 0/0
+    (speech_embedding finds 4 to 6 more; at the background's own 0.1/hour before: 7/2, 8/2, 5/0 vs
+    1/0, 4/0, 1/0); separation AUC 0.9916, 0.9996, 0.9798 vs 0.9923, 0.9981, 0.9745, windows elsewhere
     below a keyword's worst occurrence 20, 1, 32 vs 12, 5, 39 — with its context MFCC separates
     as well as speech_embedding offline here, so what is asserted is what a user gets at the
     calibrated thresholds, on seed 21, with a margin that held on every seed: speech_embedding
-    finds at least 3 more occurrences than MFCC (min lead 4) and at least 5 (min 5) with at most 5
+    finds at least 3 more occurrences than MFCC (min lead 4) and at least 4 (min 4) with at most 5
     false alarms (max 2), and its AUC is at least 0.975 (min 0.9798).
     """
     from eval.hardcase import detect, enroll_all, separation
@@ -298,7 +300,7 @@ def test_hard_case_in_a_room_learned_encoder_beats_mfcc(model, room_case):
         results[name] = (len(found.found), len(found.false_alarms), np.mean([s.auc for s in seps]),
                          sum(s.below for s in seps))
     (se_hits, se_false, se_auc, se_below), (mf_hits, mf_false, mf_auc, mf_below) = results.values()
-    assert se_hits >= 5 and se_false <= 5 and se_hits >= mf_hits + 3, results
+    assert se_hits >= 4 and se_false <= 5 and se_hits >= mf_hits + 3, results
     assert se_auc >= 0.975, results
 
 
