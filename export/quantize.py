@@ -1,12 +1,22 @@
 """Dynamic int8 quantisation of an exported model (MatMul weights only, per output channel).
 
-Choices, measured on XLSR-53-size models with onnxruntime 1.32 (see models/README.md):
+Choices, measured on XLSR-53-size random-weight models with onnxruntime 1.32 by
+``python -m eval.bench.int8_options`` (table and machine in models/README.md; each alternative
+timed in rounds interleaved with this recipe and fp32; fidelity = per-frame cosine to the fp32
+model's frames at layers 6/12/18/24):
 
-* Only ``MatMul`` is quantised (the transformer's projections and feed-forward layers, ~95% of
-  the weights). Quantising the conv front end (``ConvInteger``) made it ~2x *slower* than fp32.
-* Weights per output channel (symmetric int8), activations dynamically per tensor (uint8): same
-  speed as per-tensor weights, better cosine to fp32.
+* ``quantize_dynamic`` of ``MatMul`` only (the transformer's projections and feed-forward layers
+  and the conv front end's MatMuls, ~95% of the weights): 2.0-2.7x faster than fp32 at L12 on
+  10 s, cosine to fp32 0.9991. No alternative was faster at equal fidelity beyond the run's noise
+  (+-5%): static QDQ (u8 or s8 activations, calibrated on speech) 0.72-0.83x, ``MatMulNBits``
+  8-bit 0.73x (4-bit: cosine 0.95), u8 weights 0.56x, int8 attention (activation x activation)
+  MatMuls 0.92x, ``ConvInteger`` for the convolutions 0.75x, preparing the graph first
+  (``quant_pre_process``, the ``onnxruntime.transformers`` optimizer) 0.90-0.94x; weights per
+  tensor 1.03x with 0.0007 lower cosine.
+* Weights per output channel (symmetric int8), activations dynamically per tensor (uint8).
 * ``MatMul`` of two activations (attention scores) stays fp32 (``MatMulConstBOnly``).
+* ``reduce_range`` (7-bit weights) is for CPUs without VNNI, where the u8 x s8 products of
+  ``vpmaddubsw`` may saturate; it costs 0.0014 cosine and is off by default.
 """
 
 from __future__ import annotations
@@ -54,13 +64,15 @@ def quantize_int8(fp32_path: Path, out: Path, *, meta: dict[str, str] | None = N
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
-            extra_options={"MatMulConstBOnly": True},
+            # DefaultTensorType: a type for tensors that shape inference cannot type (contrib ops)
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         proto = onnx.load(str(raw))
     meta["precision"] = "int8"
-    meta["quantization"] = (f"dynamic int8: {'+'.join(QUANTIZED_OPS)} weights "
+    meta["quantization"] = (f"dynamic int8 (onnxruntime quantize_dynamic): {'+'.join(QUANTIZED_OPS)} weights s8 "
                             f"{'per channel' if per_channel else 'per tensor'}"
-                            f"{', reduced range' if reduce_range else ''}")
+                            f"{', reduced range' if reduce_range else ''}; activations u8 per tensor at run time; "
+                            "activation x activation MatMuls fp32")
     set_metadata(proto, meta)
     save_model(proto, out)
     return meta
