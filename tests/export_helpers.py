@@ -154,3 +154,35 @@ def stateful_models(base_temp: Path) -> StatefulModels:
             if result.code != 0:
                 raise RuntimeError(f"export of {path.name} failed: {result.stderr}")
     return made
+
+
+def stream_all(encoder, audio: np.ndarray, chunks) -> np.ndarray:
+    """Push ``audio`` into a fresh encoder state cut at the given chunk lengths (cycled), then
+    flush; every part is checked to be float32 ``(n, dim)``."""
+    state = encoder.create_state()
+    parts, pos, k = [], 0, 0
+    while pos < len(audio):
+        size = chunks[k % len(chunks)]
+        parts.append(state.push(audio[pos:pos + size]))
+        pos, k = pos + size, k + 1
+    parts.append(state.flush())
+    for part in parts:
+        assert part.dtype == np.float32 and part.ndim == 2 and part.shape[1] == encoder.dim
+    return np.concatenate(parts)
+
+
+TINY_ALL_LAYERS = 3
+"""Layers 0..3 of the tiny all-layers model the eval tests share."""
+
+
+def tiny_all_layers_model(base_temp: Path) -> Path:
+    """A tiny random XLSR-like wav2vec2, all layers 0..:data:`TINY_ALL_LAYERS`, exported by
+    ``python -m export`` once per session (the same folder as :func:`tiny_models`)."""
+    root = base_temp / "kws-export-models"
+    root.mkdir(exist_ok=True)
+    path = root / f"xlsr-L{TINY_ALL_LAYERS}-all.onnx"
+    if not path.is_file():
+        checkpoint = make_checkpoint(root / "tiny-xlsr", TINY_XLSR)
+        result = run_export(checkpoint, "--layer", TINY_ALL_LAYERS, "--all-layers", "--out", path)
+        assert result.code == 0, result.stderr
+    return path

@@ -23,7 +23,7 @@ from kwsstream.encoders.base import FrameGrid
 from kwsstream.matcher import cosine_distances
 from kwsstream.sdtw import band, best_match
 
-TINY_LAYERS = 3
+TINY_LAYERS = 3  # export_helpers.TINY_ALL_LAYERS: the tiny all-layers model the eval tests share
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -155,20 +155,12 @@ def test_segment_frames_follow_the_enrollment_rule():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    """A tiny random XLSR-like wav2vec2, all layers 0..3, exported by ``python -m export`` (the
-    same file and options as tests/export_helpers.tiny_models, so a session shares it)."""
+    """The tiny all-layers model (tests/export_helpers.py; one file a session)."""
     if not all(importlib.util.find_spec(m) for m in ("torch", "transformers", "onnx")):
         pytest.skip("the export extra (torch, transformers, onnx) is not installed")
-    from export_helpers import TINY_XLSR, make_checkpoint, run_export
+    from export_helpers import tiny_all_layers_model
 
-    root = tmp_path_factory.getbasetemp() / "kws-export-models"
-    root.mkdir(exist_ok=True)
-    path = root / f"xlsr-L{TINY_LAYERS}-all.onnx"
-    if not path.is_file():
-        checkpoint = make_checkpoint(root / "tiny-xlsr", TINY_XLSR)
-        result = run_export(checkpoint, "--layer", TINY_LAYERS, "--all-layers", "--out", path)
-        assert result.code == 0, result.stderr
-    return path
+    return tiny_all_layers_model(tmp_path_factory.getbasetemp())
 
 
 def _rows(path: Path) -> list[dict]:

@@ -17,24 +17,15 @@ from kwsstream.searchworkers import dask_available
 
 pytestmark = pytest.mark.skipif(not dask_available(), reason="Dask distributed is not installed")
 
-TINY_LAYERS = 3
-
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    """The tiny all-layers model of test_eval.py (same file, so a session builds it once)."""
+    """The tiny all-layers model (tests/export_helpers.py; one file a session)."""
     if not all(importlib.util.find_spec(m) for m in ("torch", "transformers", "onnx")):
         pytest.skip("the export extra (torch, transformers, onnx) is not installed")
-    from export_helpers import TINY_XLSR, make_checkpoint, run_export
+    from export_helpers import tiny_all_layers_model
 
-    root = tmp_path_factory.getbasetemp() / "kws-export-models"
-    root.mkdir(exist_ok=True)
-    path = root / f"xlsr-L{TINY_LAYERS}-all.onnx"
-    if not path.is_file():
-        checkpoint = make_checkpoint(root / "tiny-xlsr", TINY_XLSR)
-        result = run_export(checkpoint, "--layer", TINY_LAYERS, "--all-layers", "--out", path)
-        assert result.code == 0, result.stderr
-    return path
+    return tiny_all_layers_model(tmp_path_factory.getbasetemp())
 
 
 def _run(corpus: Path, encoder: Path | str, out: Path, *extra: str) -> int:

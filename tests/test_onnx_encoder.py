@@ -15,7 +15,7 @@ from kwsstream.stitch import StitchPlan, Stitcher
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
-from export_helpers import cosines, speechlike, tiny_models  # noqa: E402
+from export_helpers import cosines, speechlike, stream_all, tiny_models  # noqa: E402
 
 STREAM = StreamOptions(window=1.0, hop=0.4, lookahead=0.2)
 """Small windows so that short test audio spans many of them."""
@@ -24,20 +24,6 @@ STREAM = StreamOptions(window=1.0, hop=0.4, lookahead=0.2)
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     return tiny_models(tmp_path_factory.getbasetemp())
-
-
-def stream_all(encoder, audio, chunks):
-    """Push ``audio`` cut at the given chunk lengths (cycled), then flush."""
-    state = encoder.create_state()
-    parts, pos, k = [], 0, 0
-    while pos < len(audio):
-        size = chunks[k % len(chunks)]
-        parts.append(state.push(audio[pos:pos + size]))
-        pos, k = pos + size, k + 1
-    parts.append(state.flush())
-    for part in parts:
-        assert part.dtype == np.float32 and part.ndim == 2 and part.shape[1] == encoder.dim
-    return np.concatenate(parts)
 
 
 def test_identity_and_grid(models):

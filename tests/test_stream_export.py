@@ -15,7 +15,7 @@ from kwsstream.errors import EncoderError, UsageError
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
-from export_helpers import cosines, run_export, speechlike, stateful_models, tiny_models  # noqa: E402
+from export_helpers import cosines, run_export, speechlike, stateful_models, stream_all, tiny_models  # noqa: E402
 
 GEOMETRY = StreamOptions(chunk=0.3, lookahead=0.1, left=0.6)
 """15 committed + 5 lookahead frames per call, 30 cached: a 3 s clip makes ~10 calls."""
@@ -31,20 +31,6 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stateful(tmp_path_factory):
     return stateful_models(tmp_path_factory.getbasetemp())
-
-
-def stream_all(encoder, audio, chunks):
-    """Push ``audio`` cut at the given chunk lengths (cycled), then flush."""
-    state = encoder.create_state()
-    parts, pos, k = [], 0, 0
-    while pos < len(audio):
-        size = chunks[k % len(chunks)]
-        parts.append(state.push(audio[pos:pos + size]))
-        pos, k = pos + size, k + 1
-    parts.append(state.flush())
-    for part in parts:
-        assert part.dtype == np.float32 and part.ndim == 2 and part.shape[1] == encoder.dim
-    return np.concatenate(parts)
 
 
 def close(got, want, relative=1e-4):
