@@ -72,6 +72,17 @@ def save_random_model(config: dict, out: Path, seed: int = 0, **overrides) -> Pa
     return out
 
 
+def checkpoint_or_random(checkpoint: str | None, workdir: Path) -> str:
+    """``checkpoint`` if given, else a random-weight XLSR-53 checkpoint under ``workdir`` (made
+    once, reused while it is there)."""
+    if checkpoint is not None:
+        return checkpoint
+    folder = workdir / "xlsr53-random"
+    if not (folder / "config.json").is_file():
+        save_random_model(XLSR53_CONFIG, folder)
+    return str(folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.encoder_models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")

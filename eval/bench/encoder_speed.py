@@ -288,14 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_model(args.measure, args.threads, args.reps)))
         return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        from .encoder_models import XLSR53_CONFIG, save_random_model
+    from eval.bench.encoder_models import checkpoint_or_random
 
-        folder = args.workdir / "xlsr53-random"
-        if not (folder / "config.json").is_file():
-            save_random_model(XLSR53_CONFIG, folder)
-        checkpoint = str(folder)
+    checkpoint = checkpoint_or_random(args.checkpoint, args.workdir)
     print(f"# machine: {machine()}", flush=True)
     rows = []
     try:

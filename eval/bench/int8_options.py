@@ -241,14 +241,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, chosen: list[Variant], known: dict[str, Variant]) -> tuple[list[dict], dict]:
     """Build, time, compare; returns the table's rows and the profiles."""
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        from eval.bench.encoder_models import XLSR53_CONFIG, save_random_model
+    from eval.bench.encoder_models import checkpoint_or_random
 
-        folder = args.workdir / "xlsr53-random"
-        if not (folder / "config.json").is_file():
-            save_random_model(XLSR53_CONFIG, folder)
-        checkpoint = str(folder)
+    checkpoint = checkpoint_or_random(args.checkpoint, args.workdir)
     fp32 = build_models(checkpoint, args.workdir, args.layer, args.depth)
     audio = speech(EVAL_TEXTS, ENCODE_SECONDS, seed=0)
     chunk = int(CALIBRATION_CHUNK_S * SAMPLE_RATE)
