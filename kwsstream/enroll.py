@@ -135,7 +135,10 @@ def calibrate_keywords(keyset: KeywordSet, encoder: Encoder, names: Sequence[str
     chosen = KeywordSet(encoder=keyset.encoder, keywords=tuple(_get(keyset, n) for n in names))
     costs, hours = impostor_costs(chosen, encoder, background)
     for kw in chosen.keywords:
-        target = fa_per_hour or kw.calibration.get("fa_per_hour") or DEFAULT_FA_PER_HOUR
+        earlier = kw.calibration.get("fa_per_hour")
+        if earlier and rate_map and kw.calibration.get("rates", "background") == "background":
+            earlier = rate_map.to_own(earlier)  # a set from before the maps: its target, in own-speech terms
+        target = fa_per_hour or earlier or DEFAULT_FA_PER_HOUR
         curve = FaCurve.fit(costs[kw.name], hours)
         keyset = keyset.with_keyword(_calibrated(kw, curve, target, background, keep_user, rate_map))
     return keyset

@@ -7,6 +7,8 @@ calibration background, the MFCC encoder, the voice-activity gate.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -118,6 +120,13 @@ def test_on_the_builtin_background_a_target_is_a_rate_of_the_speakers_own_speech
     curve = FaCurve.from_json(kw.calibration["curve"], name)
     assert curve.rate(kw.threshold) == pytest.approx(shipped.to_background(DEFAULT_FA_PER_HOUR), rel=0.05)
     assert curve.rate(kw.threshold) < DEFAULT_FA_PER_HOUR / 10  # far stricter than on the background's own rates
+    # a set calibrated before the maps (its target a rate on the background) keeps its thresholds' meaning
+    older = {k: v for k, v in kw.calibration.items() if k not in ("rates", "rate_map")}
+    older_set = keyset.with_keyword(dataclasses.replace(kw, calibration={**older, "fa_per_hour": 0.1}))
+    again = calibrate_keywords(older_set, mfcc, [name]).get(name)
+    assert again.calibration["rates"] == "own speech"
+    assert again.calibration["fa_per_hour"] == pytest.approx(shipped.to_own(0.1))
+    assert curve.rate(again.threshold) == pytest.approx(0.1, rel=0.05)
     noise = [p for p in Background.builtin().paths if p.stem == "speech-ru"]
     own = calibrate_keywords(keyset, mfcc, [name], background=Background.files(noise)).get(name)
     assert own.calibration["rates"] == "background" and own.calibration["rate_map"] is None
