@@ -24,6 +24,7 @@ second is ``(C + R) / C`` times one pass, plus attention over ``K`` cached frame
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import UsageError
