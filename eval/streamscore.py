@@ -16,7 +16,7 @@ figures can be checked by hand (``tests/test_stream_bench.py``).
 * **Counted span**: events ending after ``count_from`` seconds, occurrences starting at or after
   it, and the hours from it to the end (own-voice calibration holds out the start of a stream).
 * **Latency** of a hit: the time its event is *emitted in a live stream* minus the true word's
-  end (:class:`Timing`): the detector fires at frame ``end + lookahead`` once that frame's score
+  end (:class:`eval.streamtiming.Timing`): the detector fires at frame ``end + lookahead`` once that frame's score
   exists, i.e. once the encoder has produced that frame and the rest of its matcher block
   (measured on the spotter itself by :func:`probe_timing`). It includes the encoder's receptive
   field and look-ahead, its frames-per-run, the matcher block and the detector look-ahead; not
@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eval.streamtiming import Timing, probe_timing  # noqa: F401  (latency: part of the scoring's API)
 from kwsstream.truth import TOLERANCE
 from kwsstream.detector import DetectorOptions, detect_offline
 from kwsstream.encoders.base import FrameGrid
@@ -117,80 +118,6 @@ class Truth:
         keep, ign = self.start >= seconds, self.ignore_end > seconds
         return Truth(self.keyword[keep], self.start[keep], self.end[keep], self.ignore_keyword[ign],
                      self.ignore_start[ign], self.ignore_end[ign])
-
-
-@dataclass
-class Timing:
-    """When a frame's score reaches the detector in a live stream fed audio as it comes.
-
-    ``ready(f)`` = ``own(f) + delay(f)`` samples from the stream's start, where ``own(f) = f *
-    hop - pad + length`` is where frame ``f``'s own audio ends (its receptive field, on the
-    encoder's :class:`FrameGrid`) and ``delay`` the samples the encoder (frames per run, right
-    context) and the matcher (frames matched in blocks aligned to the stream) wait beyond it.
-    ``delay`` is known for frames ``0..len(delay)-1`` and periodic with ``period`` frames from
-    ``warmup`` on. An event ending at frame ``e`` is emitted when frame ``e + lookahead`` is
-    ready (:mod:`kwsstream.detector`)."""
-
-    hop: int
-    pad: int
-    length: int
-    delay: np.ndarray
-    warmup: int
-    period: int
-    lookahead: int
-    sample_rate: int = 16000
-
-    @classmethod
-    def blocks(cls, grid: FrameGrid, lookahead: int, block: int, run: int = 1, right: int = 0) -> Timing:
-        """The model of the runtime by hand: the encoder emits frames ``run`` at a time, each run
-        once ``right`` frames past its last frame are complete; the matcher matches blocks of
-        ``block`` frames; both aligned to the stream's start."""
-        n = 4 * run * block
-        f = np.arange(n)
-        last_block = (f // block + 1) * block - 1  # the block's last frame
-        last_needed = (last_block // run + 1) * run - 1 + right
-        delay = (last_needed - f) * grid.hop
-        return cls(grid.hop, grid.pad, grid.length, delay, 0, run * block, lookahead, grid.sample_rate)
-
-    def ready(self, frame: np.ndarray) -> np.ndarray:
-        """Samples fed when frame ``frame``'s score is matched."""
-        f = np.asarray(frame, np.int64)
-        n = len(self.delay)
-        idx = np.where(f < n, np.minimum(f, n - 1), self.warmup + (f - self.warmup) % self.period)
-        return f * self.hop - self.pad + self.length + self.delay[idx]
-
-    def emitted(self, end_frame: np.ndarray) -> np.ndarray:
-        """Seconds from the stream's start at which an event ending at ``end_frame`` is emitted."""
-        return self.ready(np.asarray(end_frame, np.int64) + self.lookahead) / self.sample_rate
-
-
-def probe_timing(spotter, seconds: float = 3.0, chunk: int = 8) -> Timing:
-    """:class:`Timing` measured on ``spotter`` itself: ``seconds`` of quiet noise fed ``chunk``
-    samples at a time into a stream; a frame is ready at the samples fed when its score reached
-    the score sink (rounded up to ``chunk``). The delay pattern repeats (encoder runs and matcher
-    blocks are aligned to the stream): its period is found from the second quarter on."""
-    grid = spotter.encoder.grid
-    ready: list[int] = []
-    fed = [0]
-
-    def sink(frame0, score, start, template):
-        ready.extend([fed[0]] * len(score))
-
-    stream = spotter.create_stream(source="probe", score_sink=sink)
-    audio = (np.random.default_rng(0).standard_normal(int(seconds * grid.sample_rate)) * 1e-3).astype(np.float32)
-    for i in range(0, len(audio), chunk):
-        fed[0] = min(len(audio), i + chunk)
-        stream.feed(audio[i:i + chunk])
-    n = len(ready)  # frames matched before the end of the stream (flush would release the rest)
-    own = np.arange(n) * grid.hop - grid.pad + grid.length
-    delay = np.asarray(ready, np.int64) - own
-    warmup = n // 4
-    period = next((p for p in range(1, (n - warmup) // 2)
-                   if np.array_equal(delay[warmup:n - p], delay[warmup + p:n])), None)
-    if period is None:
-        raise RuntimeError(f"no periodic frame delay found in {seconds} s of probe audio")
-    lookahead = int(round(spotter.options.detector.lookahead * grid.frame_rate))
-    return Timing(grid.hop, grid.pad, grid.length, delay, warmup, period, lookahead, grid.sample_rate)
 
 
 @dataclass
