@@ -111,7 +111,7 @@ def run(options: RunOptions) -> RunResult:
 
 
 def _run(options: RunOptions, engine) -> RunResult:
-    from eval import report
+    from eval import report, reportplots
     from eval.corpus import read_corpus
     from eval.protocol import make_protocol, write_protocol
     from eval.representations import BASELINE_SPEC, describe_encoder, encode_items, protocol_items
@@ -166,10 +166,10 @@ def _run(options: RunOptions, engine) -> RunResult:
     sizes = protocol.sizes()
     result.files["results"] = report.write_results(out, chosen)
     result.files["anisotropy"] = report.write_anisotropy(out, aniso)
-    result.files["retrieval_plot"] = report.plot_retrieval(
+    result.files["retrieval_plot"] = reportplots.plot_retrieval(
         out, chosen, f"Keyword retrieval on {corpus.root.name}: {sizes}; the query's own sentence "
                      f"{'included' if options.include_own else 'excluded'}")
-    result.files["anisotropy_plot"] = report.plot_anisotropy(
+    result.files["anisotropy_plot"] = reportplots.plot_anisotropy(
         out, aniso, f"Anisotropy on {corpus.root.name} ({len(protocol.sentences)} sentences): mean cosine of "
                     "random frame pairs from different recordings\n(0 = directions spread evenly, "
                     "1 = every frame points the same way)")

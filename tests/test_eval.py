@@ -362,7 +362,8 @@ def _bar_heights(ax) -> list[float]:
 def test_one_layer_plots_draw_every_representation_as_bars():
     """Every encoder has one layer (MFCC, speech_embedding): each representation x normalisation is
     a bar of its value, named with its encoder; titles say what is shown."""
-    from eval.report import AnisotropyRow, ResultRow, anisotropy_figure, retrieval_figure
+    from eval.report import AnisotropyRow, ResultRow
+    from eval.reportplots import anisotropy_figure, retrieval_figure
 
     rows = [ResultRow(rep, 0, norm, k, p + (k == 10) * 0.1, p / 2, enc)
             for rep, enc, p in (("word", "speech-embedding", 0.5), ("contextual", "speech-embedding", 0.4),
@@ -386,7 +387,8 @@ def test_one_layer_plots_draw_every_representation_as_bars():
 
 
 def test_layer_plots_draw_lines_and_one_layer_representations_as_markers(tmp_path):
-    from eval.report import AnisotropyRow, ResultRow, anisotropy_figure, plot_retrieval, retrieval_figure
+    from eval.report import AnisotropyRow, ResultRow
+    from eval.reportplots import anisotropy_figure, plot_retrieval, retrieval_figure
 
     rows = [ResultRow("word", layer, "none", 10, 0.1 * layer, 0.05 * layer, "xlsr") for layer in range(4)]
     rows += [ResultRow("mfcc", 0, "none", 10, 0.25, 0.2, "MFCC-13")]
