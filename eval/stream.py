@@ -17,7 +17,7 @@ Calibration ``own``: for a one-speaker stream, the first ``--own-minutes`` of it
 prompts are held out (``OUT/own``), the same templates are calibrated on them, and only the rest
 of the stream is counted. Calibration accuracy: every keyword's threshold is moved to each rate of ``--asked`` (default
 :data:`eval.streamscore.ASKED`) along its stored curve (``set_sensitivity``) and the rate got is
-measured. Latency: when a live stream emits the event (:func:`eval.streamscore.probe_timing`).
+measured. Latency: when a live stream emits the event (:func:`eval.streamtiming.probe_timing`).
 
 Stream corpus layout (``CORPUS/corpus.json``, format ``kwsstream-streams`` version 1): keywords with
 their enrollment examples (``audio``, ``segment``, ``speaker``), streams (``audio``, ``truth`` CSV
@@ -43,6 +43,7 @@ from eval import streamscore as scoring
 from eval.streamcorpus import (CONDITIONS, ROOM_RT60, Corpus, OwnSplit, StreamInfo, apply_condition, babble_source,
                               build_synthetic, check_condition, load_corpus, own_split, read_truth, safe_cut)
 from eval.streamkeys import cache_key, enrolled_keyset, file_hash, own_background, own_keyset, thresholds_for
+from eval.streamtiming import probe_timing
 from kwsstream.errors import UsageError
 
 _LOG = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         if (corpus.name, label) not in keysets:
             keyset, path = enrolled_keyset(out, corpus, names, encoders[label], label, args.rate_map)
             spotter = Spotter(keyset, encoders[label])
-            entry = {"spotter": spotter, "path": path, "timing": scoring.probe_timing(spotter),
+            entry = {"spotter": spotter, "path": path, "timing": probe_timing(spotter),
                      "builtin": (keyset, {t: thresholds_for(keyset, names, t) for t in asked})}
             if corpus.name in splits:
                 backgrounds = [own_background(out, corpus, s, splits[corpus.name][s.id]) for s in corpus.streams]

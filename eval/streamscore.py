@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eval.streamtiming import Timing, probe_timing  # noqa: F401  (latency: part of the scoring's API)
+from eval.streamtiming import Timing
 from kwsstream.truth import TOLERANCE
 from kwsstream.detector import DetectorOptions, detect_offline
 from kwsstream.encoders.base import FrameGrid
@@ -287,15 +287,20 @@ def det_rows(result: SweepResult, names: Sequence[str], enrolled: np.ndarray, *,
     for i, offset in enumerate(result.offsets):
         base = {"corpus": corpus, "condition": condition, "encoder": encoder, "calibration": calibration,
                 "offset": float(offset)}
-        for k, name in enumerate(names):
-            frr = 1 - _rate(result.hits[i, k], result.occurrences[k])
-            rows.append({**base, "keyword": name, "threshold": float(thresholds_at(enrolled, offset)[k]),
-                         "hits": int(result.hits[i, k]), "occurrences": int(result.occurrences[k]),
-                         "false_alarms": int(result.false_alarms[i, k]), "negative_hours": result.hours,
-                         "frr": frr, "frr_macro": frr, "fa_per_hour": _rate(result.false_alarms[i, k], result.hours),
-                         "repeats": int(result.repeats[i, k]), "ignored": int(result.ignored[i, k]), "keywords": 1})
+        thresholds = thresholds_at(enrolled, offset)
+        rows += [{**base, **_single(result, i, k), "keyword": name, "threshold": float(thresholds[k])}
+                 for k, name in enumerate(names)]
         rows.append({**base, **_pooled(result, i, n_k), "keyword": ALL, "threshold": math.nan})
     return rows
+
+
+def _single(result: SweepResult, i: int, k: int) -> dict:
+    """Keyword ``k``'s counts and rates at point ``i``."""
+    frr = 1 - _rate(result.hits[i, k], result.occurrences[k])
+    return {"hits": int(result.hits[i, k]), "occurrences": int(result.occurrences[k]),
+            "false_alarms": int(result.false_alarms[i, k]), "negative_hours": result.hours, "frr": frr,
+            "frr_macro": frr, "fa_per_hour": _rate(result.false_alarms[i, k], result.hours),
+            "repeats": int(result.repeats[i, k]), "ignored": int(result.ignored[i, k]), "keywords": 1}
 
 
 def _pooled(result: SweepResult, i: int, n_k: int) -> dict:
@@ -315,14 +320,8 @@ def calibration_rows(result: SweepResult, names: Sequence[str], *, corpus: str, 
     for i, asked in enumerate(result.offsets):
         base = {"corpus": corpus, "condition": condition, "encoder": encoder, "calibration": calibration,
                 "asked_fa_per_hour": float(asked)}
-        for k, name in enumerate(names):
-            frr = 1 - _rate(result.hits[i, k], result.occurrences[k])
-            rows.append({**base, "keyword": name, "threshold": float(result.thresholds[i, k]),
-                         "fa_per_hour": _rate(result.false_alarms[i, k], result.hours),
-                         "false_alarms": int(result.false_alarms[i, k]), "negative_hours": result.hours, "keywords": 1,
-                         "frr": frr, "frr_macro": frr, "hits": int(result.hits[i, k]),
-                         "occurrences": int(result.occurrences[k]), "repeats": int(result.repeats[i, k]),
-                         "ignored": int(result.ignored[i, k])})
+        rows += [{**base, **_single(result, i, k), "keyword": name, "threshold": float(result.thresholds[i, k])}
+                 for k, name in enumerate(names)]
         rows.append({**base, **_pooled(result, i, n_k), "keyword": ALL, "threshold": math.nan})
     return rows
 

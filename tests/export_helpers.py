@@ -186,3 +186,12 @@ def tiny_all_layers_model(base_temp: Path) -> Path:
         result = run_export(checkpoint, "--layer", TINY_ALL_LAYERS, "--all-layers", "--out", path)
         assert result.code == 0, result.stderr
     return path
+
+
+def assert_chunk_invariant(encoder, audio: np.ndarray) -> None:
+    """The frames a stream gives do not depend on how the audio is cut into pushed blocks (bit
+    for bit), and there is one per frame of the grid."""
+    reference = stream_all(encoder, audio, [len(audio)])
+    assert reference.shape == (encoder.grid.n_frames(len(audio)), encoder.dim)
+    for chunks in ([1600], [37, 4001, 320, 9999], [160, 7]):
+        np.testing.assert_array_equal(stream_all(encoder, audio, chunks), reference)

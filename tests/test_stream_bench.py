@@ -11,6 +11,7 @@ import numpy as np
 
 from eval import streamreport as report
 from eval import streamscore as scoring
+from eval.streamtiming import Timing, probe_timing
 from kwsstream import truth
 from kwsstream.detector import DetectorOptions
 from kwsstream.encoders.base import FrameGrid
@@ -181,7 +182,7 @@ def test_end_to_end_on_a_tiny_synthetic_corpus(tmp_path):
     assert np.array_equal(replayed.cost, live.cost)
 
     # a live stream fed 10 ms at a time emits every event when the latency model says it does
-    timing = scoring.probe_timing(spotter)
+    timing = probe_timing(spotter)
     chunk, audio, emitted = 160, load_audio(corpus.streams[0].audio), []
     stream = spotter.create_stream()
     for i in range(0, len(audio), chunk):
@@ -306,7 +307,7 @@ def test_latency_is_when_a_live_stream_emits_the_event(tmp_path):
     grid = FrameGrid(hop=160, length=400)  # frame j's audio ends at sample 160 j + 400
     # the encoder emits frames 2 at a time, each run once 1 frame of right context is complete;
     # the matcher matches blocks of 4 frames; the detector looks 3 frames ahead
-    timing = scoring.Timing.blocks(grid, lookahead=3, block=4, run=2, right=1)
+    timing = Timing.blocks(grid, lookahead=3, block=4, run=2, right=1)
     # event ending at frame 10: frame 13 must be matched: its block 12..15, emitted by runs ending
     # at frame 15, which wait for frame 16: audio up to 160 * 16 + 400 samples
     assert timing.ready(np.array([13])).tolist() == [160 * 16 + 400]
@@ -329,7 +330,7 @@ def test_latency_is_when_a_live_stream_emits_the_event(tmp_path):
     word += 0.01 * np.random.default_rng(0).standard_normal(8000)
     path = write_audio(tmp_path / "w.wav", word.astype(np.float32))
     spotter = Spotter(add_examples(None, encoder, "w", [path], (0.0, 0.5)), encoder)
-    probed = scoring.probe_timing(spotter)
-    model = scoring.Timing.blocks(encoder.grid, probed.lookahead, spotter.block, 10, 0)
+    probed = probe_timing(spotter)
+    model = Timing.blocks(encoder.grid, probed.lookahead, spotter.block, 10, 0)
     frames = np.arange(5000)
     assert probed.lookahead == 25 and np.array_equal(probed.ready(frames), model.ready(frames))
