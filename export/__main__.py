@@ -6,6 +6,7 @@ Usage::
     python -m export MODEL --layer L --stateful [--chunk S] [--lookahead S] [--left S] ...
     python -m export MODEL --layer L --out PATH.onnx --verify     # re-check an existing file
     python -m export speech-embedding [--out PATH.onnx]           # (export/speech_embedding.py)
+    python -m export whisper-base [--layer L] [--int8] [--out PATH.onnx]   # (export/whisper.py)
 
 MODEL is a hub id (default documented: ``facebook/wav2vec2-large-xlsr-53``) or a local folder
 with ``config.json`` and weights. With ``--quantize int8`` the fp32 graph is made in a temporary
@@ -35,6 +36,7 @@ DEFAULT_MODEL = "facebook/wav2vec2-large-xlsr-53"
 MODELS_DIR = Path("models")
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 SPEECH_EMBEDDING = "speech-embedding"
+WHISPER_BASE = "whisper-base"
 MAX_GEOMETRY_S = 3600.0
 """Upper bound of --chunk/--lookahead/--left (a typo guard; NaN is refused too)."""
 
@@ -137,7 +139,8 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point (also of ``python -m export speech-embedding``); returns the exit status."""
+    """Entry point (also of ``python -m export speech-embedding`` and ``whisper-base``); returns the
+    exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == [SPEECH_EMBEDDING]:
@@ -145,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             se_args = speech_embedding.parse_args(argv[1:])
             out = speech_embedding.export(se_args.out, se_args.wheel)
+        elif argv[:1] == [WHISPER_BASE]:
+            from . import whisper
+
+            options = whisper.parse_args(argv[1:])
+            logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice at WARNING
+            out = whisper.export(options)
         else:
             args = parse_args(argv)
             _quiet()

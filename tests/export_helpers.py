@@ -195,3 +195,90 @@ def assert_chunk_invariant(encoder, audio: np.ndarray) -> None:
     assert reference.shape == (encoder.grid.n_frames(len(audio)), encoder.dim)
     for chunks in ([1600], [37, 4001, 320, 9999], [160, 7]):
         np.testing.assert_array_equal(stream_all(encoder, audio, chunks), reference)
+
+
+TINY_WHISPER = dict(hidden=64, heads=2, layers=2, ffn=128, n_mels=80, positions=1500)
+"""Whisper's encoder architecture in miniature (whisper-base: 512 wide, 8 heads, 6 blocks, 2048)."""
+
+
+def write_ct2_model(path: Path, variables: dict, *, spec: str = "WhisperSpec", revision: int = 3, version: int = 6,
+                    aliases: dict | None = None) -> Path:
+    """Write ``variables`` (name -> numpy array) as a CTranslate2 ``model.bin`` the way
+    ``ModelSpec._serialize`` does (the format is in ``export/ctranslate2_format.py``)."""
+    import struct
+
+    type_ids = {"float32": 0, "int8": 1, "int16": 2, "int32": 3, "float16": 4, "bfloat16": 5}
+
+    def string(text: str) -> bytes:
+        raw = text.encode("utf-8") + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    parts = [struct.pack("<I", version), string(spec), struct.pack("<I", revision), struct.pack("<I", len(variables))]
+    for name, value in variables.items():
+        if isinstance(value, tuple):  # ("bfloat16", float32 array): stored as the upper 16 bits
+            dtype, payload = value[0], (np.asarray(value[1], np.float32).view(np.uint32) >> 16).astype("<u2")
+        else:
+            dtype, payload = np.asarray(value).dtype.name, np.asarray(value)
+        parts += [string(name), struct.pack("<B", payload.ndim), struct.pack(f"<{payload.ndim}I", *payload.shape),
+                  struct.pack("<B", type_ids[dtype]), struct.pack("<I", payload.nbytes), payload.tobytes()]
+    aliases = aliases or {}
+    parts.append(struct.pack("<I", len(aliases)))
+    for alias, name in aliases.items():
+        parts += [string(alias), string(name)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def tiny_whisper_variables(seed: int = SEED, dtype: str = "float16", **sizes) -> dict:
+    """A random Whisper model's variables under CTranslate2's names (:data:`TINY_WHISPER` sizes
+    unless overridden): the encoder in full, a token of decoder, weights scaled like a trained
+    model's (unit-variance activations), Whisper's sinusoidal positions, key bias zero."""
+    size = {**TINY_WHISPER, **sizes}
+    d, f, m = size["hidden"], size["ffn"], size["n_mels"]
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape, fan_in=None):
+        scale = 1.0 if fan_in is None else fan_in ** -0.5
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    times = np.arange(size["positions"])[:, None] * np.exp(-np.log(10000) / (d // 2 - 1) * np.arange(d // 2))[None]
+    out = {"decoder/alignment_heads": np.zeros(0, np.int32), "decoder/embeddings/weight": normal(8, d),
+           "encoder/conv1/weight": normal(d, m, 3, fan_in=3 * m), "encoder/conv1/bias": normal(d) * 0.1,
+           "encoder/conv2/weight": normal(d, d, 3, fan_in=3 * d), "encoder/conv2/bias": normal(d) * 0.1}
+    for block in range(size["layers"]):
+        prefix = f"encoder/layer_{block}"
+        for part in ("self_attention", "ffn"):
+            out[f"{prefix}/{part}/layer_norm/beta"] = normal(d) * 0.1
+            out[f"{prefix}/{part}/layer_norm/gamma"] = (1 + normal(d) * 0.1).astype(dtype)
+        qkv_bias = normal(3 * d) * 0.1
+        qkv_bias[d:2 * d] = 0  # Whisper's key projection has no bias
+        out.update({f"{prefix}/self_attention/linear_0/weight": normal(3 * d, d, fan_in=d),
+                    f"{prefix}/self_attention/linear_0/bias": qkv_bias,
+                    f"{prefix}/self_attention/linear_1/weight": normal(d, d, fan_in=d),
+                    f"{prefix}/self_attention/linear_1/bias": normal(d) * 0.1,
+                    f"{prefix}/ffn/linear_0/weight": normal(f, d, fan_in=d), f"{prefix}/ffn/linear_0/bias": normal(f) * 0.1,
+                    f"{prefix}/ffn/linear_1/weight": normal(d, f, fan_in=f), f"{prefix}/ffn/linear_1/bias": normal(d) * 0.1})
+    out.update({"encoder/layer_norm/beta": normal(d) * 0.1, "encoder/layer_norm/gamma": (1 + normal(d) * 0.1).astype(dtype),
+                "encoder/num_heads": np.array(size["heads"], np.int16),
+                "encoder/position_encodings/encodings": np.concatenate([np.sin(times), np.cos(times)], 1).astype(dtype)})
+    return out
+
+
+def tiny_whisper_model(base_temp: Path) -> Path:
+    """A tiny random Whisper ``model.bin`` (:func:`tiny_whisper_variables`), once per session."""
+    path = base_temp / "kws-whisper" / "tiny-whisper" / "model.bin"
+    if not path.is_file():
+        write_ct2_model(path, tiny_whisper_variables(), aliases={"decoder/projection/weight": "decoder/embeddings/weight"})
+    return path
+
+
+def tiny_whisper_export(base_temp: Path, *options: str) -> Path:
+    """``python -m export whisper-base --model-bin <tiny> OPTIONS`` once per session per option set."""
+    model = tiny_whisper_model(base_temp)
+    path = base_temp / "kws-whisper" / ("tiny" + "".join(options).replace("-", "_") + ".onnx")
+    if not path.is_file():
+        result = run_export("whisper-base", "--model-bin", model, *options, "--out", path)
+        if result.code != 0:
+            raise RuntimeError(f"export of {path.name} failed: {result.stderr}")
+    return path
