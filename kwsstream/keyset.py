@@ -16,10 +16,12 @@ at the same time both land (the second waits for the first)::
     update_keyset(path, lambda ks: ks.without("casa"))   # the same, as a function
 
 The lock is the file ``.NAME.lock`` beside the set's real target (symlinks are followed: the
-target is what gets written). Saving writes a temporary file beside the target, flushes it to
-disk, then renames it over the target, so a crash or an error never leaves a half-written or lost
-keyword set; temporary files left by writers killed mid-save are removed under the lock. An
-existing set keeps its permission bits; a new one gets ``0666`` less the umask.
+target is what gets written). Saving (:func:`kwsstream.safefile.atomic_write`) writes an
+unpredictable temporary file beside the target, flushes it to disk, then renames it over the
+target, so a crash or an error never leaves a half-written or lost keyword set; an existing set
+keeps its permission bits and group (and owner, for root), a new one gets ``0666`` less the
+umask. Temporary files left by writers killed mid-save (ours, over a minute old) are removed
+whenever a set is opened for writing.
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import stat
-import tempfile
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,13 +43,15 @@ from .keysetformat import (
     MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_KEYWORDS, MAX_NAME_CHARS, MAX_NPY_HEADER, MAX_SOURCE_CHARS,
     MAX_TEMPLATE_FRAMES, MAX_TEMPLATES, MAX_THRESHOLD, MAX_ZERO_ROWS, MEMBERS, MIN_TEMPLATE_FRAMES,
     READABLE_VERSIONS, THRESHOLD_SOURCES, VERSION, check_header, check_keyword_name, check_threshold,
-    parse_threshold, read_file,
+    parse_threshold,
 )
+from .keysetread import read_bytes, read_file
+from .safefile import atomic_write, real_target, remove_stale_temporaries, umask
 
 __all__ = [
     # this module's
-    "LOCK_TIMEOUT", "Keyword", "KeywordSet", "Template", "load_keyset", "lock_path", "locked_keyset",
-    "save_keyset", "update_keyset",
+    "LOCK_TIMEOUT", "Keyword", "KeywordSet", "Template", "load_keyset", "load_keyset_bytes", "lock_path",
+    "locked_keyset", "read_keyset_file", "save_keyset", "update_keyset",
     # kwsstream.keysetformat's, importable from here as ever
     "FORMAT", "MAX_CALIBRATION_BYTES", "MAX_CALIBRATION_DEPTH", "MAX_DIM", "MAX_FILE_BYTES", "MAX_FRAME_VALUE",
     "MAX_FRAMES_BYTES", "MAX_HEADER_BYTES", "MAX_JSON_DEPTH", "MAX_KEYWORDS", "MAX_NAME_CHARS", "MAX_NPY_HEADER",
@@ -95,6 +97,8 @@ class KeywordSet:
         return None
 
     def get(self, name: str) -> Keyword | None:
+        """The keyword ``name`` (compared in Unicode NFC, as names are stored), or None."""
+        name = unicodedata.normalize("NFC", name) if isinstance(name, str) else name
         return next((k for k in self.keywords if k.name == name), None)
 
     def with_keyword(self, keyword: Keyword) -> KeywordSet:
@@ -106,7 +110,7 @@ class KeywordSet:
 
     def without(self, name: str) -> KeywordSet:
         """A copy without keyword ``name`` (surrounding blanks ignored, as enrollment strips them)."""
-        name = name.strip() if isinstance(name, str) else name
+        name = unicodedata.normalize("NFC", name.strip()) if isinstance(name, str) else name
         if self.get(name) is None:
             raise KeysetError(f"no keyword named {name!r} (have: {', '.join(k.name for k in self.keywords) or 'none'})")
         return replace(self, keywords=tuple(k for k in self.keywords if k.name != name))
@@ -121,18 +125,27 @@ def _header_of(keyset: KeywordSet) -> dict[str, Any]:
         "encoder": keyset.encoder,
         "keywords": [
             {
-                "name": kw.name,
+                "name": unicodedata.normalize("NFC", kw.name) if isinstance(kw.name, str) else kw.name,
                 "threshold": _plain(kw.threshold),
                 "threshold_source": kw.threshold_source,
                 "calibration": kw.calibration,
                 "templates": [
-                    {"frames": int(len(t.frames)), "source": t.source, "segment": [_plain(s) for s in t.segment]}
+                    {"frames": int(len(t.frames)), "source": _printable_path(t.source),
+                     "segment": [_plain(s) for s in t.segment]}
                     for t in kw.templates
                 ],
             }
             for kw in keyset.keywords
         ],
     }
+
+
+def _printable_path(source: Any) -> Any:
+    """A template's source as stored: a file name that is not UTF-8 (its undecodable bytes held
+    as surrogates, ``os.fsdecode``) gets U+FFFD for them (the source is a record, never opened)."""
+    if isinstance(source, str):
+        return source.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return source
 
 
 def _plain(value: Any) -> Any:
@@ -153,15 +166,16 @@ def _encode(path: Path, keyset: KeywordSet) -> tuple[np.ndarray, np.ndarray]:
     header = _header_of(keyset)
     try:
         text = json.dumps(header, ensure_ascii=False, allow_nan=False, default=_json_default)
-    except (TypeError, ValueError, RecursionError) as err:
-        raise KeysetError(f"{path}: cannot be saved: the header is not plain JSON ({err})") from None
+        raw = text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as err:  # a lone surrogate: UnicodeEncodeError
+        raise KeysetError(f"{path}: cannot be saved: the header is not plain JSON ({str(err)[:200]})") from None
     parts = [np.asarray(t.frames) for kw in keyset.keywords for t in kw.templates]
     try:
         dim = keyset.dim or 0
         frames = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, dim), np.float32)
     except (ValueError, TypeError, IndexError) as err:
         raise KeysetError(f"{path}: cannot be saved: templates of different shapes ({err})") from None
-    blob = np.frombuffer(text.encode("utf-8"), np.uint8)
+    blob = np.frombuffer(raw, np.uint8)
     if blob.nbytes > MAX_HEADER_BYTES:
         raise KeysetError(f"{path}: cannot be saved: header of {blob.nbytes} bytes is over {MAX_HEADER_BYTES}")
     if frames.nbytes > MAX_FRAMES_BYTES:
@@ -170,71 +184,18 @@ def _encode(path: Path, keyset: KeywordSet) -> tuple[np.ndarray, np.ndarray]:
     return blob, frames
 
 
-def _umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # no /proc: the classic read-and-restore
-    os.umask(mask)
-    return mask
-
-
-def _real_target(path: Path) -> Path:
-    """Where the set really is: symlinks (also dangling ones) resolved."""
-    return Path(os.path.realpath(path))
-
-
 def _write(keyset: KeywordSet, path: Path, shown: Path) -> None:
-    """Write ``keyset`` to the real file ``path`` atomically; errors name ``shown``."""
+    """Write ``keyset`` to the real file ``path`` atomically (:func:`kwsstream.safefile.atomic_write`:
+    mode, group and owner kept); errors name ``shown``."""
     blob, frames = _encode(shown, keyset)
-    folder = path.parent
-    if not folder.is_dir():
-        raise KeysetError(f"{shown}: folder {folder} does not exist")
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    except OSError as err:
-        raise KeysetError(f"{shown}: cannot be written ({err.strerror or err})") from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as err:
-        raise KeysetError(f"{shown}: cannot be written in {folder} ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            np.savez(fh, header=blob, frames=frames)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself to disk
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Temporary files of writers killed mid-save (only called under the set's lock, where no
-    other writer can be busy)."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[^/]*\.tmp$")
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(path.parent):
-            if pattern.match(entry.name) and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+    remove_stale_temporaries(path)
+    with atomic_write(path, KeysetError, shown=shown) as handle:
+        np.savez(handle, header=blob, frames=frames)
 
 
 def lock_path(path: str | Path) -> Path:
     """The lock file of the set at ``path``: ``.NAME.lock`` beside its real target."""
-    real = _real_target(Path(path))
+    real = real_target(Path(path))
     return real.parent / f".{real.name}.lock"
 
 
@@ -242,10 +203,10 @@ def lock_path(path: str | Path) -> Path:
 def _locked(path: Path, timeout: float) -> Iterator[Path]:
     from filelock import FileLock, Timeout
 
-    real = _real_target(path)
+    real = real_target(path)
     if not real.parent.is_dir():
         raise KeysetError(f"{path}: folder {real.parent} does not exist")
-    lock = FileLock(str(lock_path(path)), timeout=timeout, mode=0o666 & ~_umask())
+    lock = FileLock(str(lock_path(path)), timeout=timeout, mode=0o666 & ~umask())
     try:
         lock.acquire()
     except Timeout:
@@ -254,7 +215,7 @@ def _locked(path: Path, timeout: float) -> Iterator[Path]:
     except OSError as err:
         raise KeysetError(f"{path}: cannot lock the keyword set ({err.strerror or err})") from None
     try:
-        _remove_stale_temporaries(real)
+        remove_stale_temporaries(real)
         yield real
     finally:
         lock.release()
@@ -299,7 +260,7 @@ def save_keyset(keyset: KeywordSet, path: str | Path) -> None:
     is a blind overwrite, without the lock: to change a set that may exist, use
     :func:`locked_keyset` / :func:`update_keyset`, whose load and save the lock covers."""
     path = Path(path)
-    real = _real_target(path)
+    real = real_target(path)
     if not real.parent.is_dir():
         raise KeysetError(f"{path}: folder {real.parent} does not exist")
     _write(keyset, real, path)
@@ -308,7 +269,8 @@ def save_keyset(keyset: KeywordSet, path: str | Path) -> None:
 # --- loading ---------------------------------------------------------------------------------
 
 def load_keyset(path: str | Path) -> KeywordSet:
-    """Read and validate a keyword set file (never unpickles; sizes checked before reading)."""
+    """Read and validate a keyword set file (a regular file only; never unpickles; sizes checked
+    before reading)."""
     path = Path(path)
     if not path.exists():
         raise KeysetError(f"{path}: no such keyword set (create it with 'kwsstream enroll')")
@@ -316,6 +278,22 @@ def load_keyset(path: str | Path) -> KeywordSet:
         raise KeysetError(f"{path}: is a folder, not a keyword set")
     header, frames = read_file(path)
     return _from_header(path, header, frames)
+
+
+def load_keyset_bytes(data: bytes, path: str | Path) -> KeywordSet:
+    """:func:`load_keyset` of a set file's bytes, read earlier (``path`` names it in errors)."""
+    header, frames = read_file(Path(path), data)
+    return _from_header(Path(path), header, frames)
+
+
+def read_keyset_file(path: str | Path) -> tuple[bytes, KeywordSet]:
+    """The bytes of the set file at ``path`` (one bounded read of a regular file) and the set
+    they hold: what is checked is what is kept (a worker gets these very bytes)."""
+    path = Path(path)
+    if not path.exists():
+        raise KeysetError(f"{path}: no such keyword set (create it with 'kwsstream enroll')")
+    data = read_bytes(path)
+    return data, load_keyset_bytes(data, path)
 
 
 def _from_header(path: Path, header: Any, frames: np.ndarray) -> KeywordSet:

@@ -1,9 +1,8 @@
-"""The keyword set file's format (``.kws``): reading it and checking everything in it.
+"""The keyword set file's format (``.kws``): its layout, its limits, and every check of what is in it.
 
 Format (version 1): a NumPy ``.npz`` archive (a zip of *stored*, uncompressed members) of exactly
-two arrays. It is read here member by member — the zip directory with :mod:`zipfile`, each
-``.npy`` header with :mod:`numpy.lib.format` — so that every size is checked against the limits
-below *before* anything is allocated, and nothing in it is ever unpickled:
+two arrays (read member by member, every size checked against the limits below before anything
+is allocated, never unpickled: :mod:`kwsstream.keysetread`):
 
 * ``header``: uint8, UTF-8 JSON::
 
@@ -19,7 +18,8 @@ below *before* anything is allocated, and nothing in it is ever unpickled:
 Validation (one layer, :func:`check_header`, used by both loading and saving): the header's schema
 (types, ranges, sizes), the encoder identity (checked by its encoder kind,
 :func:`kwsstream.encoders.check_identity`), keyword names (:func:`check_keyword_name`),
-thresholds (:func:`check_threshold`), template frame counts and values. Every problem is one
+thresholds (:func:`check_threshold`), template frame counts and values, each keyword's
+calibration record (:class:`kwsstream.calibration_record.Calibration`). Every problem is one
 :class:`KeysetError` line that names the file.
 
 The data classes, saving, loading and the locked update are :mod:`kwsstream.keyset`'s (which
@@ -31,21 +31,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import unicodedata
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .calibration_record import THRESHOLD_SOURCES, Calibration
 from .errors import EncoderError, KeysetError
 
 FORMAT = "kwsstream-keyset"
 VERSION = 1
 READABLE_VERSIONS = (1,)
-THRESHOLD_SOURCES = ("calibrated", "user", "default")
 
 MAX_THRESHOLD = 2.0
 """Scores are normalised cosine-distance path costs, in [0, 2]: a threshold above 2 means nothing."""
@@ -77,24 +74,33 @@ MAX_FILE_BYTES = MAX_FRAMES_BYTES + MAX_HEADER_BYTES + (1 << 20)
 MAX_NPY_HEADER = 10_000
 """Bytes of an ``.npy`` member's own header (numpy's limit)."""
 MEMBERS = {"header.npy": "header", "frames.npy": "frames"}
+NAME_FORMAT_ALLOWED = frozenset("\u200c\u200d")
+"""Invisible format characters a keyword name may hold: the zero-width (non-)joiners that
+Persian and Indic spellings need. Every other (bidi overrides, zero-width spaces, ...) is refused."""
 
 
 # --- values ----------------------------------------------------------------------------------
 
 def check_keyword_name(name: Any) -> str:
-    """A keyword name as stored: stripped of surrounding blanks, non-empty, at most
-    :data:`MAX_NAME_CHARS`, without control characters (newlines, tabs, ...). Raises
+    """A keyword name as stored: stripped of surrounding blanks, in Unicode NFC (so that one
+    word typed two ways is one keyword), non-empty, at most :data:`MAX_NAME_CHARS`, without
+    control characters (newlines, tabs, ...) or invisible format characters (bidi overrides such
+    as U+202E, zero-width spaces such as U+200B; see :data:`NAME_FORMAT_ALLOWED`). Raises
     :class:`KeysetError` (without a file name: callers add theirs)."""
     if not isinstance(name, str):
         raise KeysetError(f"keyword name {name!r} is not a string")
-    stripped = name.strip()
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")]
+    if bad:
+        raise KeysetError(f"keyword name {name[:40]!r} holds control characters ({bad[0]!r})")
+    bad = [c for c in name if unicodedata.category(c) == "Cf" and c not in NAME_FORMAT_ALLOWED]
+    if bad:
+        raise KeysetError(f"keyword name {name[:40]!r} holds an invisible format character "
+                          f"(U+{ord(bad[0]):04X} {unicodedata.name(bad[0], '')})".replace(" )", ")"))
+    stripped = unicodedata.normalize("NFC", name.strip())
     if not stripped:
         raise KeysetError("the keyword name is empty")
     if len(stripped) > MAX_NAME_CHARS:
         raise KeysetError(f"keyword name {stripped[:20]!r}... is longer than {MAX_NAME_CHARS} characters")
-    bad = [c for c in stripped if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")]
-    if bad:
-        raise KeysetError(f"keyword name {stripped!r} holds control characters ({bad[0]!r})")
     return stripped
 
 
@@ -126,127 +132,13 @@ def parse_threshold(text: str) -> float:
         raise UsageError(str(err)) from None
 
 
-# --- reading -------------------------------------------------------------------------------
-
-def read_file(path: Path) -> tuple[Any, np.ndarray]:
-    """The parsed JSON header and the frames of the set file at ``path`` (sizes checked before
-    anything is read; never unpickles). Raises :class:`KeysetError`."""
-    arrays = _read_members(path)
-    blob, frames = arrays["header"], arrays["frames"]
-    if blob.dtype != np.uint8 or blob.ndim != 1:
-        raise KeysetError(f"{path}: corrupt header (array of {blob.dtype} {blob.shape})")
-    return _parse_json(path, blob.tobytes()), frames
-
-
-def _not_a_set(path: Path, why: str) -> KeysetError:
-    return KeysetError(f"{path}: not a keyword set file ({why})")
-
-
-def _read_members(path: Path) -> dict[str, np.ndarray]:
+def utf8_ok(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (no lone surrogate)."""
     try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise KeysetError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if size > MAX_FILE_BYTES:
-        raise KeysetError(f"{path}: {size} bytes is more than a keyword set may hold ({MAX_FILE_BYTES})")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-            names = [i.filename for i in infos]
-            if sorted(names) != sorted(MEMBERS):
-                shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
-                raise KeysetError(f"{path}: not a keyword set (arrays {shown or 'none'})")
-            return {MEMBERS[i.filename]: _read_npy(path, archive, i) for i in infos}
-    except KeysetError:
-        raise
-    except zipfile.BadZipFile as err:
-        raise _not_a_set(path, f"not a valid zip archive: {_line(err)}") from None
-    except (zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OverflowError) as err:
-        raise _not_a_set(path, f"corrupt archive: {_line(err)}") from None
-    except OSError as err:
-        raise KeysetError(f"{path}: cannot be read ({err.strerror or _line(err)})") from None
-    except MemoryError:
-        raise KeysetError(f"{path}: too large to read") from None
-
-
-def _read_npy(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    label = MEMBERS[info.filename]
-    limit = MAX_HEADER_BYTES if label == "header" else MAX_FRAMES_BYTES
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise _not_a_set(path, f"array {label!r} is compressed; keyword sets are written uncompressed")
-    if info.flag_bits & 0x1:
-        raise _not_a_set(path, f"array {label!r} is encrypted")
-    if info.file_size > limit + MAX_NPY_HEADER + 16:
-        raise KeysetError(f"{path}: array {label!r} of {info.file_size} bytes is over the limit ({limit})")
-    with archive.open(info) as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=MAX_NPY_HEADER)
-            elif version in ((2, 0), (3, 0)):
-                reader = np.lib.format.read_array_header_2_0
-                shape, fortran, dtype = reader(fh, max_header_size=MAX_NPY_HEADER)
-            else:
-                raise ValueError(f"unknown .npy version {version}")
-        except zipfile.BadZipFile:
-            raise
-        except Exception as err:  # numpy parses the header with ast/tokenize: anything can come out
-            raise _not_a_set(path, f"corrupt header of array {label!r}: {_line(err)}") from None
-        expected = np.dtype(np.uint8) if label == "header" else np.dtype("<f4")
-        if dtype != expected or dtype.hasobject:
-            raise _not_a_set(path, f"array {label!r} holds {dtype}, not {expected}")
-        if fortran:
-            raise _not_a_set(path, f"array {label!r} is in Fortran order")
-        ndim = 1 if label == "header" else 2
-        if len(shape) != ndim or not all(isinstance(n, int) and n >= 0 for n in shape):
-            raise _not_a_set(path, f"array {label!r} has shape {shape}, expected {ndim} dimensions")
-        count = math.prod(shape)
-        nbytes = count * dtype.itemsize
-        if nbytes > limit:
-            raise KeysetError(f"{path}: array {label!r} claims {nbytes} bytes, over the limit ({limit})")
-        if label == "frames" and not (1 <= shape[1] <= MAX_DIM or shape == (0, 0)):
-            raise KeysetError(f"{path}: frames are {shape[1]} wide (1 to {MAX_DIM} allowed)")
-        if fh.tell() + nbytes != info.file_size:
-            raise _not_a_set(path, f"array {label!r} holds {info.file_size - fh.tell()} bytes of data, "
-                                   f"its header says {nbytes}")
-        data = fh.read(nbytes)
-        if len(data) != nbytes or fh.read(1):  # reading to the end checks the CRC
-            raise _not_a_set(path, f"array {label!r} is truncated")
-    return np.frombuffer(data, dtype).reshape(shape)
-
-
-def _json_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in JSON ``text`` (strings skipped), vectorised."""
-    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
-    codes = np.frombuffer(stripped.encode("utf-8", "surrogatepass"), np.uint8)
-    steps = np.zeros(len(codes), np.int64)
-    steps[(codes == ord("[")) | (codes == ord("{"))] = 1
-    steps[(codes == ord("]")) | (codes == ord("}"))] = -1
-    return int(np.cumsum(steps).max(initial=0))
-
-
-def _parse_json(path: Path, raw: bytes) -> Any:
-    if len(raw) > MAX_HEADER_BYTES:
-        raise KeysetError(f"{path}: header of {len(raw)} bytes is over the limit ({MAX_HEADER_BYTES})")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise KeysetError(f"{path}: corrupt header (not UTF-8: {err.reason} at byte {err.start})") from None
-    if _json_depth(text) > MAX_JSON_DEPTH:
-        raise KeysetError(f"{path}: corrupt header (JSON nested deeper than {MAX_JSON_DEPTH})")
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except (json.JSONDecodeError, ValueError, RecursionError) as err:
-        raise KeysetError(f"{path}: corrupt header ({_line(err)})") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number in a keyword set")
-
-
-def _line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return (text[:200] + "...") if len(text) > 200 else (text or type(err).__name__)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -330,8 +222,9 @@ def check_header(path: Path, header: Any, frames: np.ndarray) -> tuple[dict[str,
             checked = check_keyword_name(name)
         except KeysetError as err:
             raise bad(str(err)) from None
-        if checked != name:
+        if checked != unicodedata.normalize("NFC", name):
             raise bad(f"keyword name {name!r} has surrounding blanks")
+        name = checked  # NFC: a set written before names were normalised reads as if they had been
         if name in seen:
             raise bad(f"keyword name {name!r} is repeated")
         seen.add(name)
@@ -341,7 +234,7 @@ def check_header(path: Path, header: Any, frames: np.ndarray) -> tuple[dict[str,
             raise bad(str(err)) from None
         if not isinstance(source, str) or source not in THRESHOLD_SOURCES:
             raise bad(f"keyword {name!r} has threshold source {source!r} (one of {', '.join(THRESHOLD_SOURCES)})")
-        _check_calibration(bad, name, calibration)
+        _check_calibration(path, name, calibration, source)
         if not isinstance(tpls, list) or not tpls:
             raise bad(f"keyword {name!r} has no templates")
         if len(tpls) > MAX_TEMPLATES:
@@ -354,7 +247,7 @@ def check_header(path: Path, header: Any, frames: np.ndarray) -> tuple[dict[str,
             if not _is_int(n) or not MIN_TEMPLATE_FRAMES <= n <= MAX_TEMPLATE_FRAMES:
                 raise bad(f"keyword {name!r} has a template of {n!r} frames "
                           f"(a whole number from {MIN_TEMPLATE_FRAMES} to {MAX_TEMPLATE_FRAMES})")
-            if not isinstance(src, str) or len(src) > MAX_SOURCE_CHARS:
+            if not isinstance(src, str) or len(src) > MAX_SOURCE_CHARS or "\0" in src or not utf8_ok(src):
                 raise bad(f"keyword {name!r} has a template whose source is not a path")
             if (not isinstance(seg, list) or len(seg) != 2 or not all(_is_number(s) for s in seg)
                     or not 0 <= seg[0] <= seg[1]):
@@ -371,15 +264,18 @@ def check_header(path: Path, header: Any, frames: np.ndarray) -> tuple[dict[str,
     return encoder, keywords
 
 
-def _check_calibration(bad: Callable[[str], KeysetError], name: str, calibration: Any) -> None:
-    """Free-form JSON (other tools extend it): an object of bounded size and depth."""
+def _check_calibration(path: Path, name: str, calibration: Any, source: str) -> None:
+    """An object of bounded size and depth (other tools may add keys of their own) whose keys
+    that kwsstream reads have their types and ranges (:meth:`Calibration.from_json`)."""
+    where = f"{path}: keyword {name!r}"
     if not isinstance(calibration, dict):
-        raise bad(f"keyword {name!r} has calibration {type(calibration).__name__}, not an object")
+        raise KeysetError(f"{where} has calibration {type(calibration).__name__}, not an object")
     if _depth(calibration, MAX_CALIBRATION_DEPTH + 1) > MAX_CALIBRATION_DEPTH:
-        raise bad(f"keyword {name!r} has calibration nested deeper than {MAX_CALIBRATION_DEPTH}")
+        raise KeysetError(f"{where} has calibration nested deeper than {MAX_CALIBRATION_DEPTH}")
     try:
         size = len(json.dumps(calibration, allow_nan=False).encode("utf-8"))
-    except (TypeError, ValueError):
-        raise bad(f"keyword {name!r} has calibration that is not plain JSON") from None
+    except (TypeError, ValueError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
+        raise KeysetError(f"{where} has calibration that is not plain JSON") from None
     if size > MAX_CALIBRATION_BYTES:
-        raise bad(f"keyword {name!r} has {size} bytes of calibration (at most {MAX_CALIBRATION_BYTES})")
+        raise KeysetError(f"{where} has {size} bytes of calibration (at most {MAX_CALIBRATION_BYTES})")
+    Calibration.from_json(calibration, where, source)

@@ -152,17 +152,27 @@ def test_control_characters_in_names_are_refused(capsys, tmp_path, name):
 
 # --- the files around a set ----------------------------------------------------------------------
 
-def test_stale_temporary_files_are_removed_under_the_lock(tmp_path):
+def test_stale_temporary_files_are_removed_when_the_set_is_opened_for_writing(tmp_path):
+    """A writer killed (kill -9) in the save window leaves ``.a.kws.XXXXXX.tmp``: the next
+    writer removes those over a minute old (ours, our pattern), never a fresh one (a concurrent
+    blind save may be writing it) nor another set's."""
     path = tmp_path / "a.kws"
     save_keyset(small_set(), path)
     stale = [tmp_path / ".a.kws.x1y2z3.tmp", tmp_path / ".a.kws.killed.tmp"]
-    for p in stale:
+    fresh = tmp_path / ".a.kws.f7e8d9.tmp"
+    other = tmp_path / ".b.kws.abcdef.tmp"
+    for p in (*stale, fresh, other):
         p.write_bytes(b"half a keyword set")
-    other = tmp_path / ".b.kws.abc.tmp"
-    other.write_bytes(b"another set's")
+    for p in (*stale, other):
+        os.utime(p, (1_000_000_000, 1_000_000_000))  # 2001
     update_keyset(path, lambda ks: ks.without("uno"))
-    assert not any(p.exists() for p in stale) and other.exists()
+    assert not any(p.exists() for p in stale) and fresh.exists() and other.exists()
     assert [k.name for k in load_keyset(path).keywords] == ["dos"]
+    fresh.unlink()
+    stale[0].write_bytes(b"killed again")
+    os.utime(stale[0], (1_000_000_000, 1_000_000_000))
+    save_keyset(small_set(), path)  # the blind save cleans up too
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".a.kws.lock", "a.kws", other.name])
 
 
 def test_permissions_are_kept_and_new_sets_follow_the_umask(tmp_path):

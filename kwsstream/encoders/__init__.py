@@ -9,6 +9,7 @@ question about a stored identity or a user's ``--encoder`` text goes through it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from ..errors import EncoderError
 from .base import SAMPLE_RATE, Encoder, EncoderBase, EncoderState, FrameGrid, same_identity
 
 __all__ = ["SAMPLE_RATE", "Encoder", "EncoderBase", "EncoderState", "FrameGrid", "check_identity",
-           "describe_identity", "encoder_class", "encoder_from_identity", "encoder_kinds", "load_encoder",
+           "describe_identity", "encoder_class", "encoder_from_identity", "encoder_kinds", "identity_frame_rate",
+           "load_encoder",
            "register_encoder", "same_identity", "unregister_encoder"]
 
 
@@ -93,11 +95,67 @@ def _kind_of(identity: object) -> type:
     return encoder_class(identity.get("kind"))
 
 
+MAX_IDENTITY_INT = 2**53
+"""Largest whole number (in magnitude) a stored identity may hold: beyond it JSON numbers lose
+precision, and numpy cannot take them."""
+MAX_IDENTITY_ITEMS = 256
+MAX_IDENTITY_TEXT = 4096
+
+
+def _plain_identity_problem(identity: dict[str, Any]) -> str | None:
+    """What makes a stored identity more than a small object of plain values (the same rule for
+    every kind, before the kind's own checks): at most :data:`MAX_IDENTITY_ITEMS` entries of
+    text, booleans, ``null``, finite numbers of at most :data:`MAX_IDENTITY_INT`, or short lists
+    of those."""
+    if len(identity) > MAX_IDENTITY_ITEMS:
+        return f"the encoder identity has {len(identity)} entries (at most {MAX_IDENTITY_ITEMS})"
+    for key, value in identity.items():
+        for item in value if isinstance(value, list) and len(value) <= MAX_IDENTITY_ITEMS else [value]:
+            if isinstance(item, bool) or item is None:
+                continue
+            if isinstance(item, int):
+                if abs(item) > MAX_IDENTITY_INT:
+                    return f"encoder setting {key!r} = {item!r} is out of range"
+            elif isinstance(item, float):
+                if not math.isfinite(item) or abs(item) > MAX_IDENTITY_INT:
+                    return f"encoder setting {key!r} = {item!r} is out of range"
+            elif isinstance(item, str):
+                if len(item) > MAX_IDENTITY_TEXT:
+                    return f"encoder setting {key!r} is longer than {MAX_IDENTITY_TEXT} characters"
+            else:
+                return f"encoder setting {key!r} is {type(item).__name__}, not a plain value"
+    return None
+
+
 def check_identity(identity: object) -> int:
     """Validate a stored encoder identity by its kind (types, ranges, sizes), building nothing;
-    returns the frame width it implies. Raises :class:`EncoderError` (no file named: the keyword
-    set loader adds its own)."""
-    return _kind_of(identity).check_identity(identity)
+    returns the frame width it implies. Every kind's identity is first a small object of plain
+    values (:func:`_plain_identity_problem`); a kind's check that fails other than with
+    :class:`EncoderError` is an :class:`EncoderError` too. Raises :class:`EncoderError` (no file
+    named: the keyword set loader adds its own)."""
+    cls = _kind_of(identity)
+    problem = _plain_identity_problem(identity)
+    if problem:
+        raise EncoderError(problem)
+    try:
+        return cls.check_identity(identity)
+    except (TypeError, ValueError, OverflowError, KeyError) as err:
+        raise EncoderError(f"{cls.kind} identity is malformed ({type(err).__name__}: {str(err)[:120]})") from None
+
+
+def identity_frame_rate(identity: object) -> float | None:
+    """Frames per second of a stored identity *without opening any file*: the encoder is built
+    (its grid read) only when the identity names no file (no ``path`` entry, e.g. MFCC); an
+    identity naming a model file (ONNX) gives ``None`` (lengths are then shown in frames). For
+    listings (``kwsstream keywords``), which must not open a model to print a length. Raises
+    :class:`EncoderError` for an identity :func:`check_identity` refuses."""
+    check_identity(identity)
+    if "path" in identity:  # type: ignore[operator]  (a dict: checked above)
+        return None
+    try:
+        return float(encoder_from_identity(identity).grid.frame_rate)  # type: ignore[arg-type]
+    except EncoderError:
+        return None
 
 
 def encoder_from_identity(identity: dict[str, Any], *, threads: int | None = None) -> Encoder:
@@ -105,7 +163,7 @@ def encoder_from_identity(identity: dict[str, Any], *, threads: int | None = Non
     the caller then checks against the stored sha256 via :func:`same_identity`). The identity
     is checked first (:func:`check_identity`)."""
     cls = _kind_of(identity)
-    cls.check_identity(identity)
+    check_identity(identity)
     return cls.from_identity(identity, threads=threads)
 
 

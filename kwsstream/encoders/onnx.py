@@ -98,13 +98,34 @@ def check_onnx_identity(identity: dict[str, Any]) -> int:
     return dim
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (the model's identity in keyword sets)."""
+MAX_MODEL_BYTES = 8 << 30
+"""Largest model file hashed or opened (wav2vec2-large in fp32 is ~1.3 GB)."""
+
+
+def file_sha256(path: Path, limit: int = MAX_MODEL_BYTES) -> str:
+    """Hex sha256 of a file's bytes (the model's identity in keyword sets): a regular file of at
+    most ``limit`` bytes, read through the opened descriptor that was checked (never a FIFO or a
+    device). Raises :class:`EncoderError`."""
+    from ..safefile import open_regular
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    total = 0
+    with open_regular(path, limit, EncoderError, "model file") as handle:
         for block in iter(lambda: handle.read(HASH_BLOCK), b""):
+            total += len(block)
+            if total > limit:
+                raise EncoderError(f"{path}: more than a model file may hold ({limit} bytes)")
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_model_file(path: Path, sha256: str) -> None:
+    """Before onnxruntime opens ``path``: it is a regular file of a plausible size whose sha256
+    is ``sha256`` (a keyword set's model). Raises :class:`EncoderError` naming the file."""
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise EncoderError(f"{path}: not the model this keyword set was enrolled with (sha256 {actual[:12]}…, "
+                           f"the set names {sha256[:12]}…): pass --encoder PATH of that model")
 
 
 class OnnxEncoder(EncoderBase):
@@ -129,11 +150,13 @@ class OnnxEncoder(EncoderBase):
     spec_help = "the path of an exported .onnx model, or speech-embedding"
 
     def __init__(self, path: str | Path, threads: int | None = None, *, layer: int | None = None,
-                 stream: StreamOptions = StreamOptions(), spin: bool | None = None):
+                 stream: StreamOptions = StreamOptions(), spin: bool | None = None, sha256: str | None = None):
         self.path = Path(path)
         name = str(self.path)
         if not self.path.is_file():
             raise EncoderError(f"{name}: no such model file")
+        if sha256 is not None:  # a stored identity's model: its bytes are checked before the session parses them
+            check_model_file(self.path, sha256)
         self.session = make_session(self.path, threads=threads, spin=spin)
         meta = self.session.get_modelmeta().custom_metadata_map
         # an optional input (one with a default value) is listed among the overridable initialisers
@@ -147,7 +170,7 @@ class OnnxEncoder(EncoderBase):
         self._layer = info.layer if layer is None else int(layer)
         if self._layer not in info.layers:
             raise EncoderError(f"{name}: layer {self._layer} is not in this model (it has {list(info.layers)})")
-        self.sha256 = file_sha256(self.path)
+        self.sha256 = sha256 if sha256 is not None else file_sha256(self.path)
         self.dim = info.hidden_size
         self.grid = FrameGrid(hop=info.frame_hop, length=info.receptive_field, pad=info.pad)
         self.plan: StitchPlan | StatePlan = self._state_plan(stream) if info.stateful else self._plan(stream)
@@ -206,13 +229,15 @@ class OnnxEncoder(EncoderBase):
 
     @classmethod
     def from_identity(cls, identity: dict[str, Any], *, threads: int | None = None) -> OnnxEncoder:
-        """The model file the identity names (the caller checks its sha256 with ``same_identity``)."""
+        """The model file the identity names, its size and sha256 checked *before* onnxruntime
+        opens it (:func:`check_model_file`; the caller still compares identities with
+        ``same_identity``)."""
         path = identity["path"]
         if not Path(path).is_file():
             raise EncoderError(
                 f"{path}: the ONNX model this keyword set was enrolled with is not there (pass --encoder PATH)"
             )
-        return cls(path, threads=threads)
+        return cls(path, threads=threads, sha256=identity["sha256"])
 
     @classmethod
     def check_identity(cls, identity: dict[str, Any]) -> int:
