@@ -8,9 +8,17 @@ resampler), any channel count (mixed down by averaging), any sample format.
 Only real data is read: the reader stops where the decoder stops delivering, whatever length the
 file's header claims (an MP3 whose Xing header claims 60 hours is read for the second it holds),
 and refuses more than :data:`MAX_SECONDS` (``load_audio``: :data:`MAX_LOAD_SECONDS`). A file that
-ends before its header says, and what the decoder libraries complain about (libmpg123 writes to
-the process's stderr), become one warning line on the ``kwsstream.audio`` logger instead of
-library noise. :func:`check_example` refuses audio that cannot be a keyword example.
+ends before its header says, and what the decoder libraries complain about, become one warning
+line on the ``kwsstream.audio`` logger instead of library noise: libmpg123 writes its complaints
+to file descriptor 2, so MP3 files are decoded in a child process whose stderr is caught
+(:mod:`kwsstream.mp3process`); this process's stderr is never redirected, not even for a moment.
+:func:`check_example` refuses audio that cannot be a keyword example.
+
+Only regular files are read: the file is opened with ``O_NONBLOCK`` (a FIFO never blocks the
+open) and the opened descriptor is checked (a FIFO, ``/dev/zero``, ``/dev/urandom``, a socket or a
+folder is refused in one line); libsndfile then reads that descriptor, so any file name the
+system takes is read, also one whose bytes are not UTF-8 (:func:`display_name` shows it).
+:func:`reading_progress` lets a front end show how far a long file has been read.
 """
 
 from __future__ import annotations
@@ -18,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
-import tempfile
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +37,7 @@ import soxr
 
 from .encoders.base import SAMPLE_RATE
 from .errors import AudioError
+from .mp3process import DecoderProcess, looks_like_mpeg
 
 log = logging.getLogger("kwsstream.audio")
 
@@ -57,6 +66,13 @@ RESAMPLE_QUALITY = "HQ"
 
 AUDIO_DEBUG_ENV = "KWSSTREAM_AUDIO_DEBUG"
 """Set (to anything) to let decoder libraries write their own diagnostics to stderr."""
+
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+"""How an audio file is opened: a FIFO does not block the open, a terminal is not taken over."""
+
+ProgressCallback = Callable[[str, float, "float | None", bool], None]
+"""``callback(name, seconds_read, seconds_claimed_or_None, finished)``: see :func:`reading_progress`."""
+_PROGRESS: ContextVar[ProgressCallback | None] = ContextVar("kwsstream_audio_progress", default=None)
 
 # check_example: what a keyword example must look like
 EXAMPLE_MIN_PEAK = 1e-3
@@ -133,63 +149,65 @@ class Resampler:
         return self._stream.resample_chunk(np.ascontiguousarray(mono, dtype=np.float32), last=last)
 
 
-class _NativeStderr:
-    """Catches what C libraries (libmpg123 above all) write to file descriptor 2 while a file is
-    opened and read, so it can be reported as one line; a no-op when :data:`AUDIO_DEBUG_ENV` is
-    set or there is no fd 2."""
-
-    LIMIT = 4096
-
-    def __init__(self) -> None:
-        self._sink = None
-        self.count = 0
-        self.first = ""
-        if os.environ.get(AUDIO_DEBUG_ENV):
-            return
-        try:
-            os.fstat(2)
-            self._sink = tempfile.TemporaryFile()
-        except OSError:
-            self._sink = None
-
-    @contextlib.contextmanager
-    def caught(self) -> Iterator[None]:
-        if self._sink is None:
-            yield
-            return
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(self._sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            self._collect()
-
-    def _collect(self) -> None:
-        size = os.fstat(self._sink.fileno()).st_size
-        if size == 0:
-            return
-        self._sink.seek(0)
-        text = self._sink.read(self.LIMIT).decode("utf-8", "replace")
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if lines and not self.first:
-            self.first = lines[0][:160]
-        self.count += max(1, len(lines))
-        self._sink.seek(0)
-        self._sink.truncate()
-
-    def close(self) -> None:
-        if self._sink is not None:
-            self._sink.close()
+def display_name(path: str | Path) -> str:
+    """``path`` as text that can be printed and stored: bytes of the name that are not UTF-8
+    (a Latin-1 ``canci\\xf3n.wav``) are shown as ``\\xNN`` instead of lone surrogates."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _open(path: Path, name: str, native: _NativeStderr) -> sf.SoundFile:
+@contextlib.contextmanager
+def reading_progress(callback: ProgressCallback) -> Iterator[None]:
+    """Within the block, every file read through :func:`iter_audio_blocks` in this thread (or
+    context) reports each block to ``callback(name, seconds_read, seconds_claimed, finished)``
+    (``seconds_claimed``: the length the header gives, ``None`` when unknown), and once more with
+    ``finished=True`` when its reading ends, however it ends. For a front end's progress bar (the
+    CLI's, on a terminal); a reader running in another thread reports nothing."""
+    token = _PROGRESS.set(callback)
     try:
-        with native.caught():
-            return sf.SoundFile(str(path))
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def _file_kind(mode: int) -> str:
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def _open_regular(path: Path, name: str) -> int:
+    """A descriptor of ``path`` opened for reading, after checking that the opened file is a
+    regular file (the caller closes it)."""
+    try:
+        fd = os.open(path, OPEN_FLAGS)
+    except FileNotFoundError:
+        raise AudioError(f"{name}: no such file") from None
+    except OSError as err:
+        raise AudioError(f"{name}: cannot be read ({err.strerror or _reason(err)})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _file_kind(mode)
+            raise AudioError(f"{name}: is {kind}, not an audio file" + ("" if kind == "a folder" else
+                             " (only regular files are read)"))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open(fd: int, name: str, block_seconds: float, stack: contextlib.ExitStack):
+    """The decoder of the open file ``fd``: a child process for MP3 (see
+    :mod:`kwsstream.mp3process`), libsndfile in this process for every other format."""
+    try:
+        if looks_like_mpeg(fd):
+            return stack.enter_context(DecoderProcess(fd, block_seconds, MAX_BLOCK_VALUES,
+                                                      show_messages=bool(os.environ.get(AUDIO_DEBUG_ENV))))
+        return stack.enter_context(sf.SoundFile(fd, closefd=False))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as err:
         raise AudioError(f"{name}: not a readable audio file ({_reason(err)})") from None
     except OSError as err:
@@ -211,64 +229,78 @@ def iter_audio_blocks(
     refused instead).
     """
     path = Path(path)
-    name = str(path)
-    if not path.exists():
-        raise AudioError(f"{name}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{name}: is a folder, not an audio file")
-    native = _NativeStderr()
+    name = display_name(path)
+    progress = _Progress(name, _PROGRESS.get())
+    fd = _open_regular(path, name)
+    with contextlib.ExitStack() as stack:  # closed in reverse: the decoder, the progress, the file
+        stack.callback(os.close, fd)
+        stack.callback(progress.finish)
+        handle = _open(fd, name, block_seconds, stack)
+        yield from _read_blocks(handle, name, block_seconds, max_seconds, truncated, progress)
+
+
+class _Progress:
+    """One file's reading, told to a :func:`reading_progress` callback (if any)."""
+
+    def __init__(self, name: str, callback: ProgressCallback | None):
+        self.name, self.callback, self.seconds = name, callback, 0.0
+
+    def block(self, seconds: float, claimed: float | None) -> None:
+        self.seconds = seconds
+        if self.callback is not None:
+            self.callback(self.name, seconds, claimed, False)
+
+    def finish(self) -> None:
+        if self.callback is not None:
+            self.callback(self.name, self.seconds, None, True)
+
+
+def _read_blocks(handle, name: str, block_seconds: float, max_seconds: float, truncated: str,
+                 progress: _Progress) -> Iterator[np.ndarray]:
+    """The blocks of an open decoder (``soundfile.SoundFile`` or
+    :class:`~kwsstream.mp3process.DecoderProcess`; the caller closes it), checked."""
+    claimed = handle.frames if 0 <= handle.frames < 2**62 else None
+    rate, channels = handle.samplerate, handle.channels
+    if claimed == 0:
+        raise AudioError(f"{name}: audio is empty")
+    if channels < 1:
+        raise AudioError(f"{name}: audio has {channels} channels")
+    if claimed is not None and rate > 0 and claimed * SAMPLE_RATE / rate < MIN_SAMPLES:
+        raise AudioError(
+            f"{name}: audio is too short ({claimed / rate * 1000:.1f} ms; "
+            f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms needed)"
+        )
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{name}: sample rate {rate} Hz is not supported ({MIN_RATE}-{MAX_RATE} Hz)")
+    resample = Resampler(rate)
+    blocksize = max(1, min(int(block_seconds * rate), MAX_BLOCK_VALUES // channels))
+    limit = int(max_seconds * SAMPLE_RATE)
+    total = read = 0
     try:
-        yield from _read_blocks(path, name, native, block_seconds, max_seconds, truncated)
-    finally:
-        native.close()
-
-
-def _read_blocks(path: Path, name: str, native: _NativeStderr, block_seconds: float, max_seconds: float,
-                 truncated: str) -> Iterator[np.ndarray]:
-    handle = _open(path, name, native)
-    with handle:
-        claimed = handle.frames if 0 <= handle.frames < 2**62 else None
-        rate, channels = handle.samplerate, handle.channels
-        if claimed == 0:
-            raise AudioError(f"{name}: audio is empty")
-        if channels < 1:
-            raise AudioError(f"{name}: audio has {channels} channels")
-        if claimed is not None and rate > 0 and claimed * SAMPLE_RATE / rate < MIN_SAMPLES:
-            raise AudioError(
-                f"{name}: audio is too short ({claimed / rate * 1000:.1f} ms; "
-                f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms needed)"
-            )
-        if not MIN_RATE <= rate <= MAX_RATE:
-            raise AudioError(f"{name}: sample rate {rate} Hz is not supported ({MIN_RATE}-{MAX_RATE} Hz)")
-        resample = Resampler(rate)
-        blocksize = max(1, min(int(block_seconds * rate), MAX_BLOCK_VALUES // channels))
-        limit = int(max_seconds * SAMPLE_RATE)
-        total = read = 0
-        try:
-            while True:
-                with native.caught():
-                    block = handle.read(blocksize, dtype="float32", always_2d=True)
-                if len(block) == 0:  # the decoder's true end, whatever the header claimed
-                    break
-                read += len(block)
-                with np.errstate(all="ignore"):
-                    mono = mix_down(block)
-                check_finite(mono, name)
-                out = resample(mono)
-                total += len(out)
-                if total > limit:
-                    raise AudioError(f"{name}: audio is longer than {_duration(max_seconds)}, the most read from a file")
-                if len(out):
-                    yield out
-            tail = resample(np.zeros(0, np.float32), last=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError, OverflowError) as err:
-            raise AudioError(f"{name}: corrupt audio ({_reason(err)})") from None
-        except MemoryError:
-            raise AudioError(f"{name}: audio blocks too large to decode") from None
-        total += len(tail)
-        if len(tail):
-            yield tail
-        short = _truncation(handle, claimed, read, rate)
+        while True:
+            block = handle.read(blocksize, dtype="float32", always_2d=True)
+            if len(block) == 0:  # the decoder's true end, whatever the header claimed
+                break
+            read += len(block)
+            progress.block(read / rate, None if claimed is None else claimed / rate)
+            with np.errstate(all="ignore"):
+                mono = mix_down(block)
+            check_finite(mono, name)
+            out = resample(mono)
+            total += len(out)
+            if total > limit:
+                raise AudioError(f"{name}: audio is longer than {_duration(max_seconds)}, the most read from a file")
+            if len(out):
+                yield out
+        tail = resample(np.zeros(0, np.float32), last=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, OverflowError) as err:
+        raise AudioError(f"{name}: corrupt audio ({_reason(err)})") from None
+    except MemoryError:
+        raise AudioError(f"{name}: audio blocks too large to decode") from None
+    total += len(tail)
+    if len(tail):
+        yield tail
+    short = _truncation(handle, claimed, read, rate)
     if total == 0:
         raise AudioError(f"{name}: audio is empty" + (f" (the file is truncated: {short})" if short else ""))
     if total < MIN_SAMPLES:
@@ -279,13 +311,14 @@ def _read_blocks(path: Path, name: str, native: _NativeStderr, block_seconds: fl
         if truncated == "error":
             raise AudioError(f"{name}: the file is truncated ({short})")
         problems.append(f"the file is truncated ({short})")
-    if native.count:
-        problems.append(f"the decoder reported {native.count} problem(s), first: {native.first!r}")
+    count, first = handle.messages() if isinstance(handle, DecoderProcess) else (0, "")
+    if count:
+        problems.append(f"the decoder reported {count} problem(s), first: {first!r}")
     if problems:
         log.warning("%s: %s; the audio may be incomplete or damaged", name, "; ".join(problems))
 
 
-def _truncation(handle: sf.SoundFile, claimed: int | None, read: int, rate: int) -> str:
+def _truncation(handle, claimed: int | None, read: int, rate: int) -> str:
     """Why the file looks cut short ('' if it does not)."""
     if claimed is not None and claimed - read > TRUNCATION_TOLERANCE * rate:
         return f"its header claims {_duration(claimed / rate)}, the audio ends after {_duration(read / rate)}"
@@ -316,7 +349,7 @@ def load_audio(path: str | Path, *, max_seconds: float = MAX_LOAD_SECONDS, trunc
     audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     if len(audio) < MIN_SAMPLES:
         raise AudioError(
-            f"{path}: audio is too short ({len(audio) / SAMPLE_RATE * 1000:.1f} ms; "
+            f"{display_name(path)}: audio is too short ({len(audio) / SAMPLE_RATE * 1000:.1f} ms; "
             f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms needed)"
         )
     return audio
@@ -326,7 +359,7 @@ def load_example(path: str | Path) -> np.ndarray:
     """An enrollment example: :func:`load_audio` that refuses a truncated file, then
     :func:`check_example`."""
     audio = load_audio(path, truncated="error")
-    check_example(audio, str(path))
+    check_example(audio, display_name(path))
     return audio
 
 

@@ -2,13 +2,17 @@
 
 Exit status: 0 success, 2 bad usage or bad input (one line on stderr), 1 internal error, 130 a
 command interrupted by Ctrl-C - except a live run (listen, demo, detect --realtime): a user stopping
-it is not an error, so it ends with one "stopped (Ctrl-C)" line and exit 0.
+it is not an error, so it ends with one "stopped (Ctrl-C)" line and exit 0. That holds from the
+first line of :func:`main` on, at any instant: ``main`` takes over Ctrl-C before it imports
+anything slow (this module and ``cliutil`` import only the standard library at load time), and a
+second Ctrl-C while the process ends changes neither the line nor the status
+(:class:`~kwsstream.cliutil.CtrlC`).
 Machine output (``--json``: one object per detection per line) goes to stdout, flushed at once;
 everything for people goes to stderr.
 
 This module holds the keyword-set and file commands (enroll, calibrate, detect, keywords, demo),
 the parser and ``main``; the microphone commands are in ``cli_live.py``, archive search in
-``cli_search.py``, and what they all share (option parsers, help texts, event lines) in
+``cli_search.py``, and what they all share (option parsers, help texts, event lines, Ctrl-C) in
 ``cliutil.py``.
 """
 
@@ -16,19 +20,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import textwrap
 from pathlib import Path
 
-
 from . import __version__
 from .errors import KwsError, UsageError
-from .keyset import parse_threshold
 from .cliutil import (  # _spotter: importable here for eval.bench.startup
     EXIT_OK, EXIT_USAGE, STOPPED, KEYSET_HELP, JSON_HELP, MOVED_MODEL_HELP, DETECT_THRESHOLD_HELP,
-    THRESHOLD_DIRECTION, MAIN_EPILOG, ENROLL_EXAMPLES, CALIBRATE_EXAMPLES, DETECT_EXAMPLES,
-    KEYWORDS_EXAMPLES, DEMO_EXAMPLES, _say, _spotter, add_calibration_options, add_command,
-    add_threads_option, describe_threshold, emit, parse_rate, parse_threshold_option,
+    THRESHOLD_DIRECTION, MAIN_EPILOG, ENROLL_EXAMPLES, CALIBRATE_EXAMPLES, DETECT_EXAMPLES, KEYWORDS_EXAMPLES,
+    DEMO_EXAMPLES, MAKE_MODEL_HINT, CtrlC, Parser, _say, _spotter, add_calibration_options, add_command,
+    add_threads_option, describe_threshold, emit, is_live_argv, parse_rate, parse_threshold_option,
+    parse_threshold_value, pause_point, progress_on_terminal, rate_text, threshold_text,
 )
 from .cli_live import add_live_parsers
 from .cli_search import add_search_parser
@@ -37,7 +41,7 @@ from .cli_search import add_search_parser
 def cmd_enroll(args: argparse.Namespace) -> int:
     from .calibrate import Background
     from .encoders import encoder_from_identity, load_encoder
-    from .enroll import enroll
+    from .enroll import enroll, set_background, threshold_warning
     from .keyset import check_keyword_name, locked_keyset
     from .models import default_encoder_spec
 
@@ -46,6 +50,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if segment is not None and len(args.audio) != 1:
         raise UsageError("--segment cuts one recording: give exactly one AUDIO with it")
     name = check_keyword_name(args.name)
+    missing = None
     with locked_keyset(path) as (keyset, save):  # a concurrent enroll into this set waits here
         if args.encoder is not None:
             encoder = load_encoder(args.encoder)
@@ -57,17 +62,27 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 _say(f"note: {note}")
             encoder = load_encoder(spec)
         background = Background.files(args.background) if args.background else None
+        if background is None and keyset is not None and args.threshold is None:
+            background, missing = set_background(keyset)  # the set's own background, when its files are there
+            if background is not None:
+                _say(f"calibrating on the background the set's keywords were calibrated on: {background.label}")
         updated = enroll(keyset, encoder, name, args.audio, segment=segment, threshold=args.threshold,
                          background=background, fa_per_hour=args.fa_per_hour)
         save(updated)
     kw = updated.get(name)
     _say(
         f"enrolled {kw.name!r} with {len(args.audio)} new example(s) ({len(kw.templates)} in all) into {path} "
-        f"[{encoder.name}]; threshold {kw.threshold:.3f} ({describe_threshold(kw)})"
+        f"[{encoder.name}]; threshold {threshold_text(kw.threshold)} ({describe_threshold(kw)})"
     )
     if kw.calibration.get("warning"):
         _say(f"kwsstream: warning: {kw.calibration['warning']}")
-    if kw.calibration.get("background") == "built-in" and kw.threshold_source == "calibrated":
+    if kw.threshold_source == "user" and (warning := threshold_warning(kw, kw.threshold)):
+        _say(f"kwsstream: warning: {warning}")
+    if missing is not None:
+        _say(f"note: {name!r} was calibrated on the built-in background, not on {missing} (the set's other "
+             f"keywords' background), whose recordings are not there any more; to calibrate it on yours: "
+             f"kwsstream calibrate -k {path} --keyword {name} --background FILE...")
+    elif kw.calibration.get("background") == "built-in" and kw.threshold_source == "calibrated":
         hint = MAPPED_HINT if kw.calibration.get("rates") == "own speech" else BUILTIN_HINT
         _say(hint.format(keyset=path))
     return EXIT_OK
@@ -100,7 +115,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         save(updated)
     for kw in updated.keywords:
         if not args.keyword or kw.name in args.keyword:
-            _say(f"{kw.name}: threshold {kw.threshold:.3f} ({describe_threshold(kw)})")
+            _say(f"{kw.name}: threshold {threshold_text(kw.threshold)} ({describe_threshold(kw)})")
             if kw.calibration.get("warning"):
                 _say(f"kwsstream: warning: {kw.calibration['warning']}")
     return EXIT_OK
@@ -109,12 +124,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     if args.plot is not None and args.realtime:
         raise UsageError("--plot reads the audio as fast as it can: leave out --realtime")
-    if args.realtime:  # a live run: Ctrl-C is the user's stop, not an error (exit 0)
-        try:
-            return _detect_realtime(args)
-        except KeyboardInterrupt:  # while loading, or a second Ctrl-C
-            _say(STOPPED)
-            return EXIT_OK
+    if args.realtime:  # a live run: Ctrl-C is the user's stop, not an error (exit 0; main says so)
+        return _detect_realtime(args)
     if args.plot is not None:
         from .plot import _matplotlib, plot_paths
 
@@ -130,13 +141,24 @@ def cmd_detect(args: argparse.Namespace) -> int:
         else:
             events = spotter.detect_file(audio)
         for event in events:
-            emit(event, args.json)
+            emit(event, args.json, file=_file_label(args, audio))
             total += 1
         if args.plot is not None:
-            _say(f"scores of {audio} drawn in {pictures[i]}")
+            _say(f"scores of {_shown(audio)} drawn in {_shown(pictures[i])}")
     if not args.json:
         _say(f"{total} detection(s) in {len(args.audio)} file(s)")
     return EXIT_OK
+
+
+def _shown(path) -> str:
+    from .audio import display_name
+
+    return display_name(path)
+
+
+def _file_label(args: argparse.Namespace, audio: str) -> str | None:
+    """The file name each detection line starts with when several files are searched."""
+    return _shown(audio) if len(args.audio) > 1 else None
 
 
 def _detect_realtime(args: argparse.Namespace) -> int:
@@ -145,13 +167,15 @@ def _detect_realtime(args: argparse.Namespace) -> int:
     from .live import Run
 
     spotter = _spotter(args)
+    pause_point("loaded")
     total = 0
     for audio in args.audio:
-        with Run(on_event=lambda event: emit(event, args.json), say=_say) as run:
+        label = _file_label(args, audio)
+        with Run(on_event=lambda event: emit(event, args.json, file=label), say=_say) as run:
             summary = run.run(spotter.detect_file(audio, realtime=True))
         total += summary.detections
         if summary.stopped == "interrupt":
-            _say(f"{STOPPED} at {summary.seconds:.1f} s of {audio}: {total} detection(s)")
+            _say(f"{STOPPED} at {summary.seconds:.1f} s of {_shown(audio)}: {total} detection(s)")
             return EXIT_OK
     if not args.json:
         _say(f"{total} detection(s) in {len(args.audio)} file(s)")
@@ -159,26 +183,32 @@ def _detect_realtime(args: argparse.Namespace) -> int:
 
 
 def cmd_keywords(args: argparse.Namespace) -> int:
-    from .enroll import set_sensitivity
+    from .enroll import set_sensitivity, threshold_warning
     from .keyset import load_keyset, update_keyset
 
     if (args.set is not None) != (args.threshold is not None or args.fa_per_hour is not None):
         raise UsageError("--set NAME takes --threshold T or --fa-per-hour R (and they need --set NAME)")
     if args.remove is not None or args.set is not None:
+        warnings = []
 
         def change(keyset):
             if keyset is None:
                 load_keyset(args.keyset)  # raises: no such keyword set
             if args.remove is not None:
                 return keyset.without(args.remove)
-            return set_sensitivity(keyset, args.set.strip(), threshold=args.threshold, fa_per_hour=args.fa_per_hour)
+            name = args.set.strip()
+            if args.threshold is not None and (old := keyset.get(name)) is not None:
+                warnings.append(threshold_warning(old, args.threshold))  # against the keyword's target so far
+            return set_sensitivity(keyset, name, threshold=args.threshold, fa_per_hour=args.fa_per_hour)
 
         keyset = update_keyset(args.keyset, change)
         if args.remove is not None:
             _say(f"removed {args.remove.strip()!r} from {args.keyset}")
         else:
             kw = keyset.get(args.set.strip())
-            _say(f"{kw.name}: threshold {kw.threshold:.3f} ({describe_threshold(kw)})")
+            _say(f"{kw.name}: threshold {threshold_text(kw.threshold)} ({describe_threshold(kw)})")
+            for warning in filter(None, warnings):
+                _say(f"kwsstream: warning: {warning}")
     else:
         keyset = load_keyset(args.keyset)
     from .encoders import describe_identity
@@ -191,9 +221,9 @@ def cmd_keywords(args: argparse.Namespace) -> int:
         else:
             lengths = "frames=" + ",".join(str(len(t.frames)) for t in kw.templates)
         expected = kw.calibration.get("expected_fa_per_hour")
-        rate = f"\texpected_fa_per_hour={max(expected, 0.01):.2g}" if expected is not None else ""
-        print(f"{kw.name}\tthreshold={kw.threshold:.3f} ({kw.threshold_source}){rate}\ttemplates={len(kw.templates)}"
-              f"\t{lengths}\t# {describe_threshold(kw)}")
+        rate = f"\texpected_fa_per_hour={rate_text(expected)}" if expected is not None else ""
+        print(f"{kw.name}\tthreshold={threshold_text(kw.threshold)} ({kw.threshold_source}){rate}"
+              f"\ttemplates={len(kw.templates)}\t{lengths}\t# {describe_threshold(kw)}")
     return EXIT_OK
 
 
@@ -211,16 +241,13 @@ def _frame_rate(identity: dict) -> float | None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    try:
-        return run_demo(fast=args.fast, recording=args.recording, encoder=args.encoder, threads=args.threads,
-                        report=lambda event: emit(event, args.json, prefix="heard "))
-    except KeyboardInterrupt:  # while enrolling the examples, or a second Ctrl-C: the user's stop (exit 0)
-        _say(STOPPED)
-        return EXIT_OK
+    # a Ctrl-C while it enrolls the examples, or a second one: the user's stop (main: exit 0)
+    return run_demo(fast=args.fast, recording=args.recording, encoder=args.encoder, threads=args.threads,
+                    report=lambda event: emit(event, args.json, prefix="heard "))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kwsstream", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill("Streaming query-by-example keyword spotting: enroll a word from a few "
                                   "recordings of it, then find it in files or hear it live.", 79),
@@ -238,16 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the keyword's name (what detections are labelled with)")
     p.add_argument("audio", nargs="+", metavar="AUDIO",
                    help="example recordings of the keyword (any format and rate; one word each, or use --segment)")
-    p.add_argument("--encoder", help="encoder of a new set: speech-embedding (the default, once made with 'python -m "
-                                     "export speech-embedding'; else mfcc), mfcc, or an exported .onnx model; "
-                                     "a set's later keywords use the set's encoder")
+    p.add_argument("--encoder", help=f"encoder of a new set: speech-embedding (the default, once its model is made "
+                                     f"({MAKE_MODEL_HINT}); else mfcc), mfcc, or an exported .onnx model; a set's "
+                                     "later keywords use the set's encoder")
     p.add_argument("--segment", nargs=2, type=float, metavar=("START", "END"),
                    help="seconds of the keyword inside a longer recording (one AUDIO)")
-    p.add_argument("--threshold", type=parse_threshold, metavar="T",
+    p.add_argument("--threshold", type=parse_threshold_value, metavar="T",
                    help="set the threshold instead of calibrating it. " + THRESHOLD_DIRECTION)
     add_calibration_options(p)
     add_threads_option(p)
-    p.set_defaults(func=cmd_enroll)
+    p.set_defaults(func=cmd_enroll, progress=True)
 
     p = add_command(sub, "calibrate", "set thresholds to a false-alarm rate on background audio",
                     "Set each keyword's threshold so that it fires --fa-per-hour times per hour on background "
@@ -260,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", metavar="MODEL.onnx", help=MOVED_MODEL_HELP)
     add_calibration_options(p)
     add_threads_option(p)
-    p.set_defaults(func=cmd_calibrate)
+    p.set_defaults(func=cmd_calibrate, progress=True)
 
     p = add_command(sub, "detect", "find enrolled keywords in audio files",
                     "Find the keywords of a set in audio files. Each detection is a line on stderr (keyword, "
@@ -278,10 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png",
                    help="draw each keyword's score over time, its threshold and the detections, with the audio "
                         "level underneath (several AUDIO: OUT-<audio name>.png each; needs matplotlib: "
-                        "pip install 'kwsstream[plot]')")
+                        "pip install matplotlib)")
     p.add_argument("--encoder", metavar="MODEL.onnx", help=MOVED_MODEL_HELP)
     add_threads_option(p)
-    p.set_defaults(func=cmd_detect)
+    p.set_defaults(func=cmd_detect, progress=True)
 
     p = add_command(sub, "keywords", "list the keywords of a set; remove one, or change its threshold without audio",
                     "List a keyword set on stdout: a header line with the encoder, then one tab-separated line per "
@@ -293,8 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     change = p.add_mutually_exclusive_group()
     change.add_argument("--remove", metavar="NAME", help="remove this keyword (all its templates) from the set")
     change.add_argument("--set", metavar="NAME", help="change this keyword's --threshold or --fa-per-hour")
-    p.add_argument("--threshold", type=parse_threshold, metavar="T",
-                   help="with --set: the keyword's threshold. " + THRESHOLD_DIRECTION)
+    p.add_argument("--threshold", type=parse_threshold_value, metavar="T",
+                   help="with --set: the keyword's threshold (a step from the one 'kwsstream keywords' shows; "
+                        "a warning says when it is expected to fire far more often than its target). "
+                        + THRESHOLD_DIRECTION)
     p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
                    help="with --set: move the threshold to this many expected false alarms per hour on the "
                         "keyword's calibration background (no audio needed). Higher: more detections and more "
@@ -310,10 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="play the bundled recording as fast as possible (implies --recording)")
     p.add_argument("--recording", action="store_true", help="play the bundled recording even when there is a microphone")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
-    p.add_argument("--encoder", help="speech-embedding (the default, once made with 'python -m export "
-                                     "speech-embedding'; else mfcc), mfcc, or an exported .onnx model")
+    p.add_argument("--encoder", help=f"speech-embedding (the default, once its model is made ({MAKE_MODEL_HINT}); "
+                                     "else mfcc), mfcc, or an exported .onnx model")
     add_threads_option(p)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, progress=True)
 
     add_live_parsers(sub)
     add_search_parser(sub)
@@ -338,12 +367,36 @@ def _log_warnings_to_stderr() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command line (``argv``; ``None``: this process's own, and then a Ctrl-C after the
+    command has finished ends the process quietly with its status) and return the exit status."""
+    ctrl_c = previous = None
+    try:  # first: a Ctrl-C from here on ends in one line and the right status, never a traceback
+        words = sys.argv[1:] if argv is None else [str(a) for a in argv]
+        ctrl_c = CtrlC(is_live_argv(words), hard_exit=argv is None)
+        previous = ctrl_c.install()
+        pause_point("start")
+        status = _run(words, ctrl_c)
+        ctrl_c.finished = status
+    except KeyboardInterrupt:
+        if ctrl_c is None:  # before it was made: the command line decides
+            ctrl_c = CtrlC(is_live_argv(sys.argv[1:] if argv is None else [str(a) for a in argv]), hard_exit=False)
+        status = ctrl_c.outcome()
+        ctrl_c.finished = status
+    finally:
+        if argv is not None and previous is not None:
+            signal.signal(signal.SIGINT, previous)  # a caller in Python gets its own Ctrl-C back
+    return status
+
+
+def _run(words: list[str], ctrl_c: CtrlC) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)  # option types that raise KwsError (--threshold) give one line
+        args = parser.parse_args(words)  # option types that raise KwsError (--threshold) give one line
     except KwsError as err:
         _say(f"kwsstream: error: {err}")
         return EXIT_USAGE
+    ctrl_c.live = _is_live(args)
+    pause_point("parsed")
     _log_warnings_to_stderr()
     if getattr(args, "threads", None) is not None:  # --threads (add_threads_option)
         from .onnxsession import set_default_threads
@@ -353,16 +406,20 @@ def main(argv: list[str] | None = None) -> int:
         from .matcher import limit_blas_threads
 
         limit_blas_threads()
+    pause_point("ready")
     try:
-        return args.func(args)
+        with progress_on_terminal(getattr(args, "progress", False)):
+            return args.func(args)
     except KwsError as err:
         _say(f"kwsstream: error: {err}")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        _say("kwsstream: interrupted")
-        return 130
     except BrokenPipeError:
         return EXIT_OK
+
+
+def _is_live(args: argparse.Namespace) -> bool:
+    """A live run: a user stopping it with Ctrl-C is not an error (exit 0)."""
+    return args.command in ("listen", "demo") or (args.command == "detect" and args.realtime)
 
 
 if __name__ == "__main__":

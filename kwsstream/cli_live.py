@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from .cliutil import (
-    EXIT_OK, STOPPED, KEYSET_HELP, JSON_HELP, MOVED_MODEL_HELP, DETECT_THRESHOLD_HELP, LISTEN_EXAMPLES,
+    EXIT_OK, KEYSET_HELP, JSON_HELP, MOVED_MODEL_HELP, DETECT_THRESHOLD_HELP, LISTEN_EXAMPLES, NO_MICROPHONE_HINT,
     _say, _spotter, add_command, add_threads_option, emit, parse_threshold_option,
 )
-
+from .errors import AudioError
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -25,12 +25,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
         limit_blas_threads()
         return _spotter(args)
 
-    try:
+    try:  # Ctrl-C: the first stops cleanly (a summary line); one while loading, or a second: main says "stopped"
         with native_stderr_silenced():
             listen_microphone(spotter, options, names=names,
                               on_event=lambda e: emit(e, args.json, prefix="heard "), say=_say)
-    except KeyboardInterrupt:  # a second Ctrl-C (the first stops cleanly): still the user's stop
-        _say(STOPPED)
+    except AudioError as err:
+        if str(err).startswith("no input device:"):  # no microphone at all: say what to do instead
+            raise AudioError(f"{err}; {NO_MICROPHONE_HINT}") from None
+        raise
     return EXIT_OK
 
 
@@ -40,7 +42,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     with native_stderr_silenced():
         devices = list_devices()
     if not devices:
-        _say("no input devices: PortAudio sees no microphone (with PulseAudio or PipeWire, is the server running?)")
+        _say("no input devices: PortAudio sees no microphone (with PulseAudio or PipeWire, is the server running?); "
+             + NO_MICROPHONE_HINT)
     else:
         print(format_devices(devices), flush=True)
         _say("* = default input; kwsstream listen --device ID|NAME chooses another")

@@ -1,20 +1,263 @@
-"""What the ``kwsstream`` commands share: option parsers, help texts, how an event or a
-threshold is told to a person, and the exit statuses (see ``cli.py``)."""
+"""What the ``kwsstream`` commands share: the parser (with "did you mean" for a mistyped option),
+option parsers that name their option, help texts, how an event or a threshold is told to a
+person, Ctrl-C, a progress line, and the exit statuses (see ``cli.py``).
+
+Importing this module imports nothing heavy (no numpy, no numba): ``main`` takes over Ctrl-C
+before anything slow is loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
+import os
+import signal
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 from .errors import UsageError
-from .keyset import parse_threshold
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+STOPPED = "stopped (Ctrl-C)"
+"""The one line a live run (listen, demo, detect --realtime) stopped by the user ends with (exit 0)."""
+INTERRUPTED = "kwsstream: interrupted"
+"""The one line any other command interrupted by Ctrl-C ends with (exit 130)."""
+LIVE_COMMANDS = ("listen", "demo")
+"""Commands that are live runs whatever their options (``detect`` is one with ``--realtime``)."""
+
+PAUSE_ENV = "KWSSTREAM_PAUSE_AT"
+"""A test hook: ``KWSSTREAM_PAUSE_AT=NAME`` makes the process say ``kwsstream: paused at NAME``
+and wait there (up to :data:`PAUSE_SECONDS`) when it reaches the point ``NAME`` (:func:`pause_point`;
+``start``, ``parsed``, ``ready``, ``loaded``), so that a test can send Ctrl-C at exactly that point."""
+PAUSE_SECONDS = 60.0
+
+
+# --- talking to people -------------------------------------------------------------------------
+
+_PROGRESS_LINE: ContextVar[ProgressLine | None] = ContextVar("kwsstream_progress_line", default=None)
+
+
+def _say(text: str) -> None:
+    line = _PROGRESS_LINE.get()
+    if line is not None:
+        line.clear()
+    print(text, file=sys.stderr, flush=True)
+
+
+def fixed(value: float, decimals: int = 3) -> str:
+    """``value`` with ``decimals`` decimals, never ``-0.000``."""
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def threshold_text(threshold: float) -> str:
+    """A threshold as every command shows it: the stored value (4 decimals) at 3 decimals, so a
+    float32 copy of it (a spotter's) reads the same as the keyword set's float64."""
+    return fixed(round(float(threshold), 4))
+
+
+def rate_text(rate: float) -> str:
+    """False alarms per hour in words people read: ``0.12``, ``3``, ``5.3``, ``530``."""
+    rate = max(float(rate), 0.01)
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.2g}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def describe_event(event, prefix: str = "", file: str | None = None) -> str:
+    """One human line for a detection; times in fixed-width columns; ``file``: the audio file's
+    name, first (when several files are searched)."""
+    under = event.threshold - event.cost
+    where = f"{file}  " if file is not None else ""
+    return (
+        f"{prefix}{where}{event.start:7.2f}-{event.end:7.2f} s  {event.keyword:<16} cost {fixed(event.cost)} "
+        f"(threshold {threshold_text(event.threshold)}, {fixed(under)} under)"
+    )
+
+
+def emit(event, as_json: bool, prefix: str = "", file: str | None = None) -> None:
+    """Print a detection: a JSON line on stdout, or a human line on stderr (``file``: named first)."""
+    if as_json:
+        text = json.dumps(event.to_dict(), ensure_ascii=False)
+        try:
+            print(text, flush=True)
+        except UnicodeEncodeError:  # a terminal or pipe that cannot take every character
+            print(json.dumps(event.to_dict()), flush=True)
+    else:
+        _say(describe_event(event, prefix, file))
+
+
+def describe_threshold(kw) -> str:
+    """How a keyword's threshold was set, in words."""
+    cal = kw.calibration
+    expected = cal.get("expected_fa_per_hour")
+    where = f"{cal.get('background')} background, {60 * (cal.get('background_hours') or 0):.0f} min"
+    if cal.get("rates") == "own speech":  # through the encoder's own-speech rate map (kwsstream/ratemap.py)
+        where = f"in the speaker's own speech ({where}, through the encoder's measured own-speech rate map)"
+    else:
+        where = f"on the {where}"
+    rate = f"~{rate_text(expected)} false alarms/hour expected {where}" if expected is not None else ""
+    if kw.threshold_source == "calibrated" and cal.get("method") == "fa-rate":
+        return f"calibrated to {cal['fa_per_hour']:g} false alarms/hour: {rate}"
+    if kw.threshold_source == "user":
+        return "set by you" + (f"; {rate}" if rate else "")
+    return f"{kw.threshold_source} (set by an older kwsstream: 'kwsstream calibrate' sets it to a false-alarm rate)"
+
+
+class ProgressLine:
+    """How far a long audio file has been read, as one line rewritten in place on a terminal
+    (a :func:`kwsstream.audio.reading_progress` callback). Files shorter than
+    :attr:`MIN_SECONDS` show nothing; the first block is shown at once, later ones at most every
+    :attr:`INTERVAL` seconds; the line is cleared when the file is done or anything else is said."""
+
+    MIN_SECONDS = 30.0
+    INTERVAL = 0.25
+    WIDTH = 20
+
+    def __init__(self, file):
+        self.file = file
+        self.shown = False
+        self._last = 0.0
+
+    def __call__(self, name: str, seconds: float, total: float | None, finished: bool) -> None:
+        if finished:
+            self.clear()
+            return
+        if (total if total is not None else seconds) < self.MIN_SECONDS:
+            return
+        now = time.monotonic()
+        if self.shown and now - self._last < self.INTERVAL:
+            return
+        self._last = now
+        label = os.path.basename(name) or name
+        if total:
+            done = min(1.0, seconds / total)
+            bar = "#" * round(self.WIDTH * done) + "." * (self.WIDTH - round(self.WIDTH * done))
+            text = f"{label}: [{bar}] {seconds:.0f} of {total:.0f} s of audio read ({done:.0%})"
+        else:
+            text = f"{label}: {seconds:.0f} s of audio read"
+        self.file.write("\r\x1b[K" + text)
+        self.file.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.file.write("\r\x1b[K")
+            self.file.flush()
+            self.shown = False
+
+
+@contextlib.contextmanager
+def progress_on_terminal(enabled: bool = True) -> Iterator[None]:
+    """Within the block, long audio files read in this thread show a :class:`ProgressLine` on
+    stderr - only when stderr is a terminal (never in a log or a pipe)."""
+    try:
+        tty = enabled and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty:
+        yield
+        return
+    from .audio import reading_progress
+
+    line = ProgressLine(sys.stderr)
+    token = _PROGRESS_LINE.set(line)
+    try:
+        with reading_progress(line):
+            yield
+    finally:
+        line.clear()
+        _PROGRESS_LINE.reset(token)
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+def is_live_argv(argv: list[str]) -> bool:
+    """Whether a command line is a live run (listen, demo, detect --realtime), read before (or
+    without) parsing it: the first word that is not an option is the command."""
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:
+        return False
+    if words[0] in LIVE_COMMANDS:
+        return True
+    return words[0] == "detect" and any(len(a) >= 3 and "--realtime".startswith(a) for a in argv)
+
+
+class CtrlC:
+    """SIGINT for one run of ``main``, from its first line: the first Ctrl-C raises
+    ``KeyboardInterrupt`` (whatever is running - an import, loading a model, a file - stops
+    there and ``main`` ends with :meth:`outcome`); a later one, while the process is already
+    ending, ends it at once with the same line and status when ``hard_exit`` (the process's own
+    ``main``), else raises again (``main`` called from Python). ``live``: a live run, whose
+    stop is not an error (exit 0, :data:`STOPPED`); any other command exits 130 with
+    :data:`INTERRUPTED`. ``finished``: the status ``main`` returned; a Ctrl-C after it
+    changes nothing."""
+
+    def __init__(self, live: bool, hard_exit: bool):
+        self.live, self.hard_exit = live, hard_exit
+        self.count, self.said = 0, False
+        self.finished: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        self.count += 1
+        if self.hard_exit and self.finished is not None:
+            self._exit_now(self.finished)
+        if self.count == 1 or not self.hard_exit:
+            raise KeyboardInterrupt
+        self._exit_now(self.outcome())
+
+    def outcome(self) -> int:
+        """Say the one closing line (once) and return the exit status."""
+        if not self.said:
+            self.said = True
+            _say(STOPPED if self.live else INTERRUPTED)
+        return EXIT_OK if self.live else EXIT_INTERRUPTED
+
+    @staticmethod
+    def _exit_now(status: int) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+
+    def install(self):
+        """Take over SIGINT (only the main thread can); returns the handler it replaced."""
+        if threading.current_thread() is threading.main_thread():
+            return signal.signal(signal.SIGINT, self)
+        return None
+
+
+def pause_point(name: str) -> None:
+    """The test hook of :data:`PAUSE_ENV`: wait here when it names this point."""
+    if os.environ.get(PAUSE_ENV) == name:
+        _say(f"kwsstream: paused at {name} ({PAUSE_ENV})")
+        time.sleep(PAUSE_SECONDS)
+
+
+# --- options -----------------------------------------------------------------------------------
 
 def parse_threshold_option(text: str) -> tuple[str | None, float]:
     """``--threshold T`` (every keyword) or ``--threshold NAME=T`` (one keyword), repeatable."""
+    from .keyset import parse_threshold
+
     name, sep, value = text.rpartition("=")
     return (name.strip() if sep else None), parse_threshold(value)
+
+
+def parse_threshold_value(text: str) -> float:
+    """``--threshold T`` of enroll and keywords."""
+    from .keyset import parse_threshold
+
+    return parse_threshold(text)
 
 
 def parse_rate(text: str) -> float:
@@ -22,70 +265,13 @@ def parse_rate(text: str) -> float:
     from .calibrate import check_fa_per_hour
 
     try:
-        return check_fa_per_hour(float(text))
+        value = float(text)
     except ValueError:
         raise UsageError(f"--fa-per-hour {text!r} is not a number") from None
-
-
-def _spotter(args: argparse.Namespace):
-    """The spotter of ``args.keyset`` with ``--encoder`` and the ``--threshold`` overrides."""
-    from .encoders import load_encoder
-    from .keyset import load_keyset
-    from .spotter import Spotter
-
-    keyset = load_keyset(args.keyset)
-    thresholds: dict[str, float] = {}
-    for name, value in args.threshold or []:
-        names = [kw.name for kw in keyset.keywords] if name is None else [name]
-        thresholds.update({n: value for n in names})
-    encoder = load_encoder(args.encoder) if args.encoder else None
-    return Spotter(keyset, encoder, thresholds=thresholds or None)
-
-
-def describe_threshold(kw) -> str:
-    """How a keyword's threshold was set, in words."""
-    cal = kw.calibration
-    expected = cal.get("expected_fa_per_hour")
-    where = f"{cal.get('background')} background, {60 * cal.get('background_hours', 0):.0f} min"
-    if cal.get("rates") == "own speech":  # through the encoder's own-speech rate map (kwsstream/ratemap.py)
-        where = f"in the speaker's own speech ({where}, through the encoder's measured own-speech rate map)"
-    else:
-        where = f"on the {where}"
-    rate = f"~{max(expected, 0.01):.2g} false alarms/hour expected {where}" if expected is not None else ""
-    if kw.threshold_source == "calibrated" and cal.get("method") == "fa-rate":
-        return f"calibrated to {cal['fa_per_hour']:g} false alarms/hour: {rate}"
-    if kw.threshold_source == "user":
-        return "set by you" + (f"; {rate}" if rate else "")
-    return f"{kw.threshold_source} (set by an older kwsstream: 'kwsstream calibrate' sets it to a false-alarm rate)"
-
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def describe_event(event, prefix: str = "") -> str:
-    """One human line for a detection."""
-    under = event.threshold - event.cost
-    return (
-        f"{prefix}{event.start:8.2f}-{event.end:.2f} s  {event.keyword:<16} cost {event.cost:.3f} "
-        f"(threshold {event.threshold:.3f}, {under:.3f} under)"
-    )
-
-
-def emit(event, as_json: bool, prefix: str = "") -> None:
-    """Print a detection: a JSON line on stdout, or a human line on stderr."""
-    if as_json:
-        print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
-    else:
-        _say(describe_event(event, prefix))
-
-
-
-STOPPED = "stopped (Ctrl-C)"
-"""The one line a live run (listen, demo, detect --realtime) stopped by the user ends with (exit 0)."""
-
+    try:
+        return check_fa_per_hour(value)
+    except UsageError as err:
+        raise UsageError(f"--fa-per-hour: {err}") from None
 
 
 def parse_threads(text: str) -> int:
@@ -103,7 +289,101 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
                         "the physical cores for large ones; OMP_NUM_THREADS also sets it)")
 
 
+DEFAULT_RATE_MARK = "{DEFAULT_FA_PER_HOUR}"
+"""Stands for :data:`kwsstream.calibrate.DEFAULT_FA_PER_HOUR` in a help text: filled in when the
+help is shown (:class:`Formatter`), so that building the parser does not load numba."""
 
+
+def add_calibration_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
+                   help="target false alarms per hour per keyword on the background (default: the keyword's earlier "
+                        f"target, else {DEFAULT_RATE_MARK}). Higher: more detections and more false alarms; lower: "
+                        "fewer of both")
+    p.add_argument("--background", nargs="+", metavar="AUDIO",
+                   help="keyword-free recordings to count false alarms on (default: the recordings a set's keywords "
+                        "were calibrated on, else the bundled 26 min of Russian speech, music and noise); best: "
+                        "~10 minutes of the speaker or room you will spot in")
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; defaults named in help texts come from the code's
+    constants (:data:`DEFAULT_RATE_MARK`)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        if DEFAULT_RATE_MARK in text:
+            from .calibrate import DEFAULT_FA_PER_HOUR
+
+            text = text.replace(DEFAULT_RATE_MARK, f"{DEFAULT_FA_PER_HOUR:g}")
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose unknown options are reported by the subcommand they were given
+    to (its usage, not the top level's), with the closest option it has (``--jsn``: did you
+    mean ``--json``?)."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = self._command_parser(getattr(parsed, "command", None))
+            (sub or self).error(unrecognized_message(extras, sub or self))
+        return parsed
+
+    def _command_parser(self, command: str | None) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command]
+        return None
+
+
+def unrecognized_message(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """``unrecognized arguments: ...``, with the closest option of ``parser`` for each one
+    that looks like a mistyped option."""
+    options = [o for action in parser._actions for o in action.option_strings]
+    hints = []
+    for extra in extras:
+        if extra.startswith("-"):
+            close = difflib.get_close_matches(extra.split("=", 1)[0], options, n=1, cutoff=0.6)
+            if close:
+                hints.append((extra, f"did you mean {close[0]}?"))
+    if len(extras) == 1 and hints:
+        return f"unrecognized argument: {extras[0]} ({hints[0][1]})"
+    said = "; ".join(f"{extra}: {hint}" for extra, hint in hints)
+    return f"unrecognized arguments: {' '.join(extras)}" + (f" ({said})" if said else "")
+
+
+def add_command(sub, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows ``description`` and the examples of ``epilog`` as written."""
+    return sub.add_parser(name, help=help, description=textwrap.fill(description, 79), epilog=epilog,
+                          formatter_class=Formatter)
+
+
+# --- the spotter of a command ------------------------------------------------------------------
+
+def _spotter(args: argparse.Namespace):
+    """The spotter of ``args.keyset`` with ``--encoder`` and the ``--threshold`` overrides; an
+    override far above its keyword's target rate gets one warning line."""
+    from .encoders import load_encoder
+    from .enroll import threshold_warning
+    from .keyset import load_keyset
+    from .spotter import Spotter
+
+    keyset = load_keyset(args.keyset)
+    thresholds: dict[str, float] = {}
+    for name, value in args.threshold or []:
+        names = [kw.name for kw in keyset.keywords] if name is None else [name]
+        thresholds.update({n: value for n in names})
+    for name, value in thresholds.items():
+        kw = keyset.get(name)
+        warning = threshold_warning(kw, value) if kw is not None else None
+        if warning:
+            _say(f"kwsstream: warning: {warning}")
+    encoder = load_encoder(args.encoder) if args.encoder else None
+    return Spotter(keyset, encoder, thresholds=thresholds or None)
+
+
+# --- help texts --------------------------------------------------------------------------------
 
 THRESHOLD_DIRECTION = ("A keyword fires where its score (lower: more alike) falls under its threshold: higher: more "
                        "detections and more false alarms; lower: fewer of both")
@@ -112,6 +392,8 @@ DETECT_THRESHOLD_HELP = ("detection threshold for this run: T for every keyword 
 KEYSET_HELP = "keyword set file (.kws), made by 'kwsstream enroll'"
 JSON_HELP = "one JSON object per detection on stdout (keyword, start, end, cost, threshold, source, template)"
 MOVED_MODEL_HELP = "path of the ONNX model, if it moved since enrollment (checked by sha256)"
+MAKE_MODEL_HINT = "from a kwsstream checkout: python -m export speech-embedding"
+"""How the default encoder's model is made (only a source checkout has the ``export`` package)."""
 
 MAIN_EPILOG = """\
 first steps:
@@ -134,21 +416,21 @@ examples:
 CALIBRATE_EXAMPLES = """\
 examples:
   kwsstream calibrate -k my.kws --background me.wav tv.wav          # your own keyword-free audio
-  kwsstream calibrate -k my.kws --keyword hola --fa-per-hour 0.5    # one keyword, a looser target"""
+  kwsstream calibrate -k my.kws --keyword hola --fa-per-hour 0.5    # one keyword, a stricter target"""
 
 DETECT_EXAMPLES = """\
 examples:
   kwsstream detect -k my.kws meeting.mp3                            # lines on stderr
   kwsstream detect -k my.kws meeting.mp3 --json > hits.jsonl        # JSON lines on stdout
   kwsstream detect -k my.kws a.wav b.wav --plot scores.png          # scores-a.png, scores-b.png
-  kwsstream detect -k my.kws talk.wav --threshold hola=0.35         # one keyword looser, this run only
+  kwsstream detect -k my.kws talk.wav --threshold hola=0.15         # one keyword, this run only
   kwsstream detect -k my.kws talk.wav --realtime                    # paced like a microphone"""
 
 KEYWORDS_EXAMPLES = """\
 examples:
   kwsstream keywords -k my.kws                                      # list
-  kwsstream keywords -k my.kws --set hola --fa-per-hour 0.2         # stricter (fewer false alarms)
-  kwsstream keywords -k my.kws --set hola --threshold 0.30          # a threshold of your own
+  kwsstream keywords -k my.kws --set hola --fa-per-hour 1           # stricter (fewer false alarms)
+  kwsstream keywords -k my.kws --set hola --threshold 0.12          # a threshold of your own
   kwsstream keywords -k my.kws --remove casa"""
 
 DEMO_EXAMPLES = """\
@@ -161,19 +443,5 @@ examples:
   kwsstream listen -k my.kws                                        # the default input, until Ctrl-C
   kwsstream listen -k my.kws --device USB --seconds 60 --json       # a device by name, one minute"""
 
-
-def add_command(sub, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    """A subcommand whose --help shows ``description`` and the examples of ``epilog`` as written."""
-    return sub.add_parser(name, help=help, description=textwrap.fill(description, 79), epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def add_calibration_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
-                   help="target false alarms per hour per keyword on the background (default: the keyword's earlier "
-                        "target, else 0.1). Higher: more detections and more false alarms; lower: fewer of both")
-    p.add_argument("--background", nargs="+", metavar="AUDIO",
-                   help="keyword-free recordings to count false alarms on (default: the bundled 26 min of "
-                        "Russian speech, music and noise); best: ~10 minutes of the speaker or room you will spot in")
-
-
+NO_MICROPHONE_HINT = ("without a microphone, spot in a recording paced like one: kwsstream detect -k KWS --realtime "
+                      "FILE; or try the bundled example: kwsstream demo")

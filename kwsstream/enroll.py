@@ -8,18 +8,26 @@ Thresholds are set to a false-alarm rate on background audio (:mod:`kwsstream.ca
 keyword's templates are run through the detection pipeline over the background, and the
 threshold is put where the expected false alarms per hour meet the target (``fa_per_hour``,
 default :data:`kwsstream.calibrate.DEFAULT_FA_PER_HOUR`). The examples scored against each other
-are a check that warns when they disagree. Thresholds set by the user (``threshold``) are kept.
+are a check that warns when they disagree, naming the examples that the others do not match.
+Thresholds set by the user (``threshold``) are kept; one expected to fire far more often than the
+keyword's target gets a warning (:func:`threshold_warning`).
+
+A keyword calibrated on the user's own background records its files (``background_files``), so
+that a keyword enrolled into the same set later is calibrated on the same audio
+(:func:`set_background`) instead of, silently, the built-in background.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .audio import load_example
+from .audio import display_name, load_example
 from .calibrate import (DEFAULT_FA_PER_HOUR, OPEN_THRESHOLD, Background, FaCurve, check_fa_per_hour,
                         example_scores, example_warning, impostor_costs)
 from .encoders import Encoder, describe_identity, same_identity
@@ -34,6 +42,13 @@ MIN_THRESHOLD = 1e-3
 """Calibrated thresholds are kept in ``[MIN_THRESHOLD, OPEN_THRESHOLD)``."""
 TRIM_DB = 35.0  # frames more than this below the loudest frame are silence
 TRIM_PAD = 0.02  # seconds kept on each side of the speech span
+MAX_EXAMPLE_SECONDS = 3.0
+"""An example whose sound (silence trimmed) lasts longer than this is likely more than one word:
+enrollment warns and suggests ``--segment``."""
+FAR_ABOVE_TARGET = 3.0
+"""A hand-set threshold expected to fire more than this many times the keyword's target rate
+gets a warning."""
+_LOG = logging.getLogger(__name__)
 
 
 def speech_span(audio: np.ndarray) -> tuple[float, float]:
@@ -57,15 +72,22 @@ def keyword_frames(grid: FrameGrid, n_frames: int, start: float, end: float) -> 
 
 
 def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, float] | None = None) -> Template:
-    """Encode one example recording and keep the keyword's frames."""
+    """Encode one example recording and keep the keyword's frames. An example of more than
+    :data:`MAX_EXAMPLE_SECONDS` of sound (no ``segment``) is kept with a warning."""
+    name = display_name(path)
     audio = load_example(path)
     duration = len(audio) / SAMPLE_RATE
     if segment is not None:
         start, end = segment
         if not 0 <= start < end <= duration + 1e-6:
-            raise UsageError(f"{path}: segment {start}-{end} s is not inside the recording (0-{duration:.2f} s)")
+            raise UsageError(f"{name}: segment {start}-{end} s is not inside the recording (0-{duration:.2f} s)")
     else:
         start, end = speech_span(audio)
+        if end - start > MAX_EXAMPLE_SECONDS:
+            _LOG.warning("%s: the example is %.1f s of sound (%.2f-%.2f s), more than one word takes: the whole of "
+                         "it became the template; if the recording holds more than the keyword, give the keyword's "
+                         "place: kwsstream enroll ... %s --segment START END (seconds)", name, end - start, start,
+                         end, name)
     # context for a running normalisation (MFCC's CMN): the recording's own start, mirrored
     lead = audio[: int(round(encoder.context_seconds * SAMPLE_RATE))][::-1]
     frames = encoder.encode(np.concatenate([lead, audio]))
@@ -74,12 +96,34 @@ def make_template(encoder: Encoder, path: str | Path, segment: tuple[float, floa
     need = max(2, int(np.ceil(MIN_TEMPLATE_SECONDS * encoder.grid.frame_rate - 1e-9)))
     if len(keep) < need:
         raise AudioError(
-            f"{path}: the keyword ({start:.2f}-{end:.2f} s) is only {len(keep)} frames long; "
-            f"at least {need} ({MIN_TEMPLATE_SECONDS:g} s) are needed"
+            f"{name}: the keyword ({start:.2f}-{end:.2f} s) is only {len(keep)} frame{'' if len(keep) == 1 else 's'} "
+            f"long; at least {need} ({MIN_TEMPLATE_SECONDS:g} s) are needed"
         )
     if np.abs(frames[keep]).max() == 0:
-        raise AudioError(f"{path}: the keyword is digital silence")
-    return Template(np.ascontiguousarray(frames[keep[0] : keep[-1] + 1]), str(path), (round(start, 3), round(end, 3)))
+        raise AudioError(f"{name}: the keyword is digital silence")
+    return Template(np.ascontiguousarray(frames[keep[0] : keep[-1] + 1]), name, (round(start, 3), round(end, 3)))
+
+
+def _odd_ones_out(kw: Keyword, positives: Sequence[float], threshold: float) -> str:
+    """The examples that disagree, named with what to do ('' when no example can be blamed):
+    those the others do not match (leave-one-out score above ``threshold``) when the rest match;
+    when none is matched, the one example without which the others match each other."""
+    scores = [float(p) for p in positives]
+    n = len(scores)
+    if n != len(kw.templates) or n < 2:
+        return ""
+    odd = [i for i, p in enumerate(scores) if not p <= threshold]  # nan/inf: not matched
+    if len(odd) == n:
+        frames = [t.frames for t in kw.templates]
+        odd = [i for i in range(n) if n >= 3 and
+               all(p <= threshold for p in example_scores(frames[:i] + frames[i + 1:]))]
+    if not odd or len(odd) == n:
+        return ""
+    named = ", ".join(f"{kw.templates[i].source} ({kw.templates[i].segment[0]:.2f}-{kw.templates[i].segment[1]:.2f} s, "
+                      f"score {scores[i]:.3f})" for i in odd)
+    which = "this example" if len(odd) == 1 else "these examples"
+    return (f" The other examples do not match {which}: {named}; listen to it and record it again, or enroll "
+            f"{kw.name!r} again without it (kwsstream keywords --remove {kw.name}, then enroll the others).")
 
 
 def _calibrated(kw: Keyword, curve: FaCurve, fa_per_hour: float, background: Background,
@@ -108,10 +152,73 @@ def _calibrated(kw: Keyword, curve: FaCurve, fa_per_hour: float, background: Bac
         "background_hours": round(curve.hours, 4),
         "curve": curve.to_json(),
         "positives": positives,
-        "warning": example_warning(kw.name, positives, threshold, fa_per_hour, curve),
+        "warning": _with_odd_ones_out(example_warning(kw.name, positives, threshold, fa_per_hour, curve), kw,
+                                      positives, threshold),
     }
+    files = _storable_paths(background)
+    if files:
+        calibration["background_files"] = files
     source = "user" if kw.threshold_source == "user" else "calibrated"
     return replace(kw, threshold=float(threshold), threshold_source=source, calibration=calibration)
+
+
+def _with_odd_ones_out(warning: str | None, kw: Keyword, positives: Sequence[float], threshold: float) -> str | None:
+    return warning if not warning else warning + _odd_ones_out(kw, positives, threshold)
+
+
+def _storable_paths(background: Background) -> list[str] | None:
+    """The absolute paths of a user's background, to be found again (``None``: the built-in one,
+    or a name that cannot be stored as UTF-8 text)."""
+    if background.label == "built-in" or not background.paths:
+        return None
+    paths = [str(Path(p).resolve()) for p in background.paths]
+    if any(display_name(p) != p for p in paths):
+        return None
+    return paths
+
+
+def set_background(keyset: KeywordSet) -> tuple[Background | None, str | None]:
+    """The background most of the set's keywords were calibrated on, when that is the user's own:
+    ``(Background, None)`` when its files are all still there; ``(None, its name)`` when they are
+    not (or were not recorded); ``(None, None)`` for the built-in background (or no calibration)."""
+    labels = Counter(kw.calibration.get("background") for kw in keyset.keywords
+                     if kw.calibration.get("method") == "fa-rate" and kw.calibration.get("background") is not None)
+    if not labels:
+        return None, None
+    label, _ = labels.most_common(1)[0]
+    if label == "built-in":
+        return None, None
+    for kw in keyset.keywords:
+        files = kw.calibration.get("background_files")
+        if kw.calibration.get("background") == label and isinstance(files, list) and files:
+            if all(isinstance(f, str) and Path(f).is_file() for f in files):
+                return Background.files(files), None
+    return None, label
+
+
+def threshold_warning(kw: Keyword, threshold: float) -> str | None:
+    """One line when ``threshold``, set by hand for ``kw``, is expected (on the keyword's stored
+    false-alarm curve) to fire more than :data:`FAR_ABOVE_TARGET` times its target rate (the
+    keyword's calibration target, else :data:`DEFAULT_FA_PER_HOUR`); ``None`` otherwise, or
+    when the keyword has no curve."""
+    cal = kw.calibration
+    if cal.get("method") != "fa-rate" or not isinstance(cal.get("curve"), dict):
+        return None
+    try:
+        curve = FaCurve.from_json(cal["curve"], f"keyword {kw.name!r}")
+        rate_map = RateMap.from_json(cal["rate_map"], f"keyword {kw.name!r}") if cal.get("rate_map") else None
+    except KeysetError:
+        return None
+    expected = curve.rate(float(threshold))
+    expected = rate_map.to_own(expected) if rate_map else expected
+    target = cal.get("fa_per_hour") or DEFAULT_FA_PER_HOUR
+    if expected <= FAR_ABOVE_TARGET * target:
+        return None
+    at_target = curve.threshold_for(rate_map.to_background(target) if rate_map else target)
+    shown = f"{expected:.0f}" if expected >= 100 else f"{expected:.2g}"
+    return (f"{kw.name!r}: threshold {round(float(threshold), 4):.3f} is expected to give ~{shown} false alarms/hour, "
+            f"{expected / target:.0f}x its target of {target:g}/hour, which threshold {round(at_target, 4):.3f} "
+            f"meets; a lower threshold gives fewer")
 
 
 def calibrate_keywords(keyset: KeywordSet, encoder: Encoder, names: Sequence[str] | None = None, *,

@@ -110,9 +110,9 @@ class FileSource:
 
     def __init__(self, path: str | Path, *, realtime: bool = False, block_seconds: float = BLOCK_SECONDS,
                  queue_seconds: float = QUEUE_SECONDS):
-        from .audio import iter_audio_blocks
+        from .audio import display_name, iter_audio_blocks
 
-        self.path, self.realtime, self.name = Path(path), realtime, str(path)
+        self.path, self.realtime, self.name = Path(path), realtime, display_name(path)
         self.rate = SAMPLE_RATE
         self._reader = iter_audio_blocks(self.path, block_seconds=block_seconds if realtime else FILE_BLOCK_SECONDS)
         self.captured, self.overflows, self.finished = 0, 0, False

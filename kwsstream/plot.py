@@ -14,7 +14,7 @@ runs through the same pipeline as ``detect`` (:class:`kwsstream.pipeline.Pipelin
 events are the same.
 
 matplotlib is not a runtime dependency: it is imported when a figure is made, and a missing one
-is one line naming the extra to install (``pip install 'kwsstream[plot]'``).
+is one line saying how to install it (:data:`INSTALL_HINT`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 LEVEL_SECONDS = 0.01
 """Audio per point of the level panel."""
 LEVEL_FLOOR_DB = -90.0
-INSTALL_HINT = "pip install 'kwsstream[plot]'"
+INSTALL_HINT = "pip install matplotlib (from a kwsstream checkout: pip install -e '.[plot]')"
+"""How to get matplotlib: true for an installed kwsstream and for a source checkout (whose
+``plot`` extra pins the version)."""
 
 
 @dataclass
