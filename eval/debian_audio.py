@@ -183,6 +183,14 @@ def _run(command: list[str], what: str, cwd: Path | None = None) -> bytes:
     return result.stdout
 
 
+def require_ffmpeg() -> None:
+    """Refuse up front, in one line saying how to install it, when ffmpeg (which decodes every
+    prompt) is missing: before any package is downloaded."""
+    if shutil.which("ffmpeg") is None:
+        raise SourceError("ffmpeg is not installed, and it decodes the Debian prompts: "
+                          "apt-get install ffmpeg (as root; prefix sudo otherwise), then run again")
+
+
 def deb_file(package: str, cache: Path) -> Path:
     """The package's ``.deb`` in ``cache``, downloaded with ``apt-get download`` if missing."""
     cache.mkdir(parents=True, exist_ok=True)

@@ -326,6 +326,7 @@ def main(args: argparse.Namespace) -> int:
     """Build the corpora and print what was built."""
     if args.keywords < 1:
         raise UsageError(f"--keywords {args.keywords} must be at least 1")
+    deb.require_ffmpeg()
     out, cache = Path(args.out), Path(args.cache)
     built = []
     aligned: dict[str, list[Item]] = {}

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .encoders.base import SAMPLE_RATE
 from .errors import UsageError
 from .pipeline import BLOCK_SECONDS, QUEUE_SECONDS, BlockQueue, Pipeline, Summary
@@ -221,12 +223,23 @@ def listen_microphone(spotter, options: ListenOptions, *, on_event: Callable, sa
 
 def play_recording(spotter, path: str | Path, options: ListenOptions, *, realtime: bool,
                    on_event: Callable, say: Callable[[str], None],
-                   on_start: Callable[[], None] | None = None) -> Summary:
-    """Play a recording through the pipeline (:meth:`~.spotter.Spotter.detect_file`), at real
-    time or as fast as it is processed, with the live status line; ``on_start`` is called when
-    it starts playing."""
-    pipeline = spotter.detect_file(path, realtime=realtime)
-    pipeline.limit = None if options.seconds is None else round(options.seconds * pipeline.rate)
+                   on_start: Callable[[], None] | None = None,
+                   on_scores: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Summary:
+    """Play a recording through the pipeline (the one :meth:`~.spotter.Spotter.detect_file`
+    builds), at real time or as fast as it is processed, with the live status line; ``on_start``
+    is called when it starts playing; ``on_scores(times, scores)`` gets each block's frame times
+    (seconds of stream time, ``(n,)``) and every keyword's score at them (``(n, K)``)."""
+    from .pipeline import FileSource
+
+    source = FileSource(path, realtime=realtime)
+    stream = None
+
+    def sink(frame0: int, score: np.ndarray, start: np.ndarray, template: np.ndarray) -> None:
+        times = stream.start_time + spotter.encoder.grid.centre(np.arange(frame0, frame0 + len(score)))
+        on_scores(np.asarray(times, np.float64), np.array(score, np.float64))
+
+    stream = spotter.create_stream(source=source.name, score_sink=sink if on_scores is not None else None)
+    pipeline = Pipeline(stream, source, seconds=options.seconds)
     with Run(on_event=on_event, say=say, status=StatusLine()) as run:
         pipeline.source.start()
         if on_start is not None:
