@@ -58,7 +58,7 @@ def open_regular(path: str | Path, limit: int, error: type[KwsError], what: str 
     try:
         fd = os.open(path, OPEN_FLAGS)
     except OSError as err:
-        raise error(f"{path}: cannot be read ({_reason(err)})") from None
+        raise error(f"{path}: cannot read the {what} ({_reason(err)})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -77,7 +77,7 @@ def read_limited(handle: BinaryIO, limit: int, path: str | Path, error: type[Kws
     try:
         data = handle.read(limit + 1)
     except OSError as err:
-        raise error(f"{path}: cannot be read ({_reason(err)})") from None
+        raise error(f"{path}: cannot read the {what} ({_reason(err)})") from None
     if len(data) > limit:
         raise error(f"{path}: more than a {what} may hold ({limit} bytes)")
     return data

@@ -9,15 +9,16 @@ one small task per file that returns the file's hits. The hits of every file mak
 whole search; ``top``: each keyword's N best), written as CSV or JSON lines by the suffix of
 ``out`` (JSON lines on stdout without ``out``).
 
-**Where the tasks run.** In this process (``workers=1``, or Dask not installed and no
-``workers`` asked), on a Dask ``LocalCluster`` of ``workers`` processes of one thread each, or on
-an existing Dask cluster (``scheduler="tcp://host:8786"``; the files must lie at the same paths on
-every worker). Dask (the ``search`` extra) is imported only then. The spotter travels once per
+**Where the tasks run.** In this process (``workers=1``), on ``workers`` local processes
+(:func:`kwsstream.searchworkers.run_local`: a ``spawn`` process pool over pipes, no network
+port), or on an existing Dask cluster (``scheduler="tls://host:8786"`` with ``tls`` files, or
+``tcp://`` on a network only its users reach; the files must lie at the same paths on every
+worker). Dask (the ``search`` extra) is imported only for a cluster. The spotter travels once per
 worker, not per file: a :class:`SpotterSpec` (the keyword set file's bytes, the encoder
-override, the thresholds) is registered as a worker plugin that builds the Spotter into a
-per-process cache keyed by the spec's content hash; each task names only that key and a path.
-That side (spec, worker plugin, spotter cache, one file's task, the cluster) is
-:mod:`kwsstream.searchworkers`; its names stay importable from here.
+override, the thresholds) builds the Spotter into a per-process cache keyed by the spec's
+content hash; each task names only that key and a path. That side (spec, spotter cache, one
+file's task, the pool, the cluster) is :mod:`kwsstream.searchworkers`; its names stay
+importable from here.
 
 **Resumable** (:mod:`kwsstream.searchstate`, which also expands the paths). With ``out``, a
 sidecar state file ``OUT.state.jsonl`` (JSON lines: a header
@@ -26,16 +27,21 @@ the file's path, size, mtime and hits) lets a rerun skip the files already searc
 path, size and mtime. It is validated line by line when loaded (a bad line: that file is searched
 again) and never unpickled. A file that cannot be read (corrupt, empty, ...) is reported in one
 line and skipped; it is recorded too, so a rerun does not read it again until it changes.
+
+**The files written** (the table, the state file) are replaced as keyword sets are
+(:func:`kwsstream.safefile.atomic_write`: an unpredictable temporary name in the target's
+folder, the target's mode and group kept, a symlink's target written), and never one that is an
+input of the search (the keyword set, an ``@list``, an audio file). File names that are not
+UTF-8 are written back byte for byte (CSV) or as JSON escapes (JSON lines).
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,17 +49,21 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .searchstate import AUDIO_SUFFIXES, STATE_SUFFIX, STATE_VERSION, SearchState, expand_paths, file_entry, state_path
+from .safefile import atomic_write, existing_regular, real_target
+from .searchstate import (
+    AUDIO_SUFFIXES, STATE_SUFFIX, STATE_VERSION, SearchState, expand_paths, file_entry, json_line, state_path,
+)
 from .searchworkers import (
-    SEARCH_EXTRA_HINT, FileEntry, FileResult, SpotterSpec, dask_available, import_dask, run_on_dask, search_file,
-    spotter_for,
+    SEARCH_EXTRA_HINT, FileEntry, FileResult, SpotterSpec, TlsFiles, check_scheduler, connect_scheduler, dask_available,
+    import_dask, max_workers, run_local, run_on_dask, search_file, spotter_for,
 )
 
 __all__ = [
     "AUDIO_SUFFIXES", "COLUMNS", "PROGRESS_SECONDS", "STATE_SUFFIX", "STATE_VERSION", "Progress", "SearchResult",
     "SearchState", "expand_paths", "rank_hits", "search", "state_path", "write_table",
     # kwsstream.searchworkers's, importable from here as ever
-    "SEARCH_EXTRA_HINT", "FileEntry", "FileResult", "SpotterSpec", "dask_available", "search_file", "spotter_for",
+    "SEARCH_EXTRA_HINT", "FileEntry", "FileResult", "SpotterSpec", "TlsFiles", "dask_available", "search_file",
+    "spotter_for",
 ]
 
 COLUMNS = ("keyword", "file", "start", "end", "cost", "rank")
@@ -150,26 +160,53 @@ def rank_hits(results: Iterable[FileResult], names: Sequence[str], top: int | No
 
 
 def write_table(rows: list[dict[str, Any]], out: str | Path | None) -> None:
-    """CSV (``.csv``) or JSON lines (anything else) at ``out``, written atomically; JSON lines on
-    stdout when ``out`` is None."""
+    """CSV (``.csv``) or JSON lines (anything else) at ``out``, written atomically
+    (:func:`kwsstream.safefile.atomic_write`); JSON lines on stdout when ``out`` is None."""
     if out is None:
         for row in rows:
-            print(json.dumps(row, ensure_ascii=False), flush=False)
+            print(json_line(row), flush=False)
         sys.stdout.flush()
         return
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_write(out, UsageError) as handle:
         if out.suffix.lower() == ".csv":
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+            writer = csv.DictWriter(text, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
+            text.flush()
+            text.detach()  # the handle stays atomic_write's
         else:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
+                handle.write((json_line(row) + "\n").encode("utf-8"))
+
+
+def _check_outputs(outputs: list[Path], inputs: dict[tuple[int, int], str]) -> None:
+    """An output (the table or its state file) is a regular file or none yet (never a device or
+    a FIFO), and not one of the search's inputs (the very file, through any name or link):
+    writing it would destroy what is being searched."""
+    for out in outputs:
+        st = existing_regular(real_target(out), out, UsageError)
+        if st is None:
+            continue
+        what = inputs.get((st.st_dev, st.st_ino))
+        if what is not None:
+            raise UsageError(f"--out {out}: is {what} of this search; write the table elsewhere")
+
+
+def _input_files(spec: SpotterSpec, paths: Sequence[str], entries: list[FileEntry]) -> dict[tuple[int, int], str]:
+    """(device, inode) -> what it is, of every file the search reads."""
+    named = [(spec.keyset_name, "the keyword set")]
+    named += [(p[1:], "a list of paths") for p in paths if p.startswith("@")]
+    named += [(e.path, "an audio file") for e in entries]
+    found: dict[tuple[int, int], str] = {}
+    for path, what in named:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.setdefault((st.st_dev, st.st_ino), f"{what} ({path})" if what != "an audio file" else what)
+    return found
 
 
 def search(
@@ -180,6 +217,7 @@ def search(
     top: int | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    tls: TlsFiles | None = None,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
     stop_after: int | None = None,
@@ -191,9 +229,11 @@ def search(
         out: the table's file (``.csv``: CSV, else JSON lines) and the base of the resumable state
             file (``None``: JSON lines on stdout, no state).
         top: keep each keyword's ``top`` best hits.
-        workers: worker processes of a local Dask cluster (``1``: in this process; ``None``: one
-            per CPU, at most one per file, in this process when Dask is not installed).
-        scheduler: address of an existing Dask scheduler (``workers`` is then ignored).
+        workers: local worker processes (``1``: in this process; ``None``: one per CPU; never more
+            than files to search; at most :func:`kwsstream.searchworkers.max_workers`).
+        scheduler: address of an existing Dask scheduler, ``tcp://HOST:PORT`` or
+            ``tls://HOST:PORT`` (then with ``tls``).
+        tls: Dask's mutual TLS files for a ``tls://`` scheduler.
         progress: show the progress bar / lines on stderr.
         say: where the one-line reports go (default: stderr).
         stop_after: for tests: stop (as an interruption would) once this many files are done
@@ -202,33 +242,44 @@ def search(
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
     if top is not None and top < 1:
         raise UsageError(f"--top must be at least 1, got {top}")
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if workers is not None and not 1 <= workers <= max_workers():
+        raise UsageError(f"--workers must be from 1 to {max_workers()} (4 per CPU), got {workers}")
     if scheduler is not None and workers is not None and workers > 1:
         raise UsageError("--workers and --scheduler do not go together: a cluster has its own workers")
+    if scheduler is not None:
+        import_dask("--scheduler")
+        check_scheduler(scheduler, tls)
+    elif tls is not None:
+        raise UsageError("the TLS files are for a tls:// --scheduler")
     spec = keyset if isinstance(keyset, SpotterSpec) else SpotterSpec.from_file(keyset)
-    if scheduler is not None or (workers or 1) > 1:
-        import_dask("--scheduler" if scheduler is not None else f"--workers {workers}")
     files = expand_paths(paths, say)
     if not files:
         raise UsageError("no audio files to search in " + " ".join(paths))
-    names = _keyword_names(spec)
-    if out is not None and Path(out).parent != Path("") and not Path(out).parent.is_dir():
-        raise UsageError(f"{out}: folder {Path(out).parent} does not exist")
+    names = [kw.name for kw in spec.keyset().keywords]
+    if out is not None and not real_target(out).parent.is_dir():
+        raise UsageError(f"{out}: folder {real_target(out).parent} does not exist")
+    entries = [file_entry(f) for f in files]
+    if out is not None:
+        _check_outputs([Path(out), state_path(out)], _input_files(spec, paths, entries))
     state = SearchState(state_path(out) if out is not None else Path(os.devnull), spec.key, names, say)
     if out is not None:
         state.load()
-    entries = [file_entry(f) for f in files]
     todo = [e for e in entries if not state.is_done(e)]
     result = SearchResult(resumed=[e.path for e in entries if state.is_done(e)])
     if result.resumed:
         say(f"kwsstream: resuming: {len(result.resumed)} of {len(entries)} file(s) already searched "
             f"({state.path})")
     if workers is None and scheduler is None:
-        workers = min(os.cpu_count() or 1, len(todo)) if dask_available() else 1
-    result.workers = max(1, workers or 1)
-    if out is not None:
-        state.open()
+        workers = os.cpu_count() or 1
+    result.workers = max(1, min(workers or 1, len(todo)))
+    client = connect_scheduler(scheduler, tls) if todo and scheduler is not None else None
+    try:
+        if out is not None:
+            state.open()
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
     bar = Progress(len(todo), sum(max(0, e.size) for e in todo), progress, say)
     start = time.monotonic()
 
@@ -262,23 +313,18 @@ def search(
                 if finished(r):
                     result.complete = False
                     break
+        elif todo and scheduler is None:
+            result.complete = run_local(spec, todo, result.workers, finished, failed)
         elif todo:
-            result.complete = run_on_dask(spec, todo, scheduler, result.workers, finished, failed, say)
+            result.complete = run_on_dask(spec, todo, client, finished, failed)
     finally:
         bar.close()
         state.close()
+        if client is not None:
+            client.close()
     result.wall = time.monotonic() - start
     if result.complete:
         wanted = set(files)
         result.rows = rank_hits((r for p, r in state.done.items() if p in wanted), names, top)
         write_table(result.rows, out)
     return result
-
-
-def _keyword_names(spec: SpotterSpec) -> list[str]:
-    from .keyset import load_keyset
-
-    with tempfile.TemporaryDirectory(prefix="kwsstream-search-") as folder:
-        path = Path(folder) / "set.kws"
-        path.write_bytes(spec.keyset_bytes)
-        return [kw.name for kw in load_keyset(path).keywords]

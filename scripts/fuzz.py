@@ -1,6 +1,7 @@
-"""Fuzz the keyword set and audio loaders with mutated valid inputs (deterministic per seed).
+"""Fuzz the keyword set and audio loaders, the keyword listing and the search state loader with
+mutated valid inputs (deterministic per seed).
 
-    python scripts/fuzz.py --inputs 20000 [--target keyset|audio|all] [--seed 0] [--keep DIR]
+    python scripts/fuzz.py --inputs 20000 [--target keyset|audio|listing|state|all] [--seed 0] [--keep DIR]
 
 Seeds: valid keyword sets (``.kws``, from ``scripts/make_bad_inputs.py``'s valid header) and
 speech written with soundfile as WAV (PCM 16, float, stereo 24-bit), FLAC, MP3 and OGG. Each input
@@ -9,9 +10,16 @@ duplicated runs) or, for keyword sets, at the JSON level (a field of the header 
 odd value, before the file is packed again), so both the container and the validation behind it
 are reached.
 
+The ``listing`` target runs the mutated keyword sets through ``kwsstream keywords -k FILE`` (in
+the worker process, output captured): exit 0, or exit 2 with one line, and nothing else. The
+``state`` target mutates a valid search state file (``OUT.state.jsonl``: byte-level, or a line
+replaced by odd JSON: wrong types, deep nesting, unhashable keywords, huge lines) and loads it
+with :class:`kwsstream.searchstate.SearchState` (bad lines are skipped and counted, never raised).
+
 Inputs run in batches in a worker subprocess (address space limited to ``--memory-gb``): each
 input is loaded (``load_keyset`` then ``Spotter(keyset)``; ``load_audio`` then
-``check_example``), and its outcome reported to this parent process, which counts:
+``check_example``; the listing; the state loader), and its outcome reported to this parent
+process, which counts (each input has ``--timeout`` seconds):
 
 * ``ok`` and ``project errors`` (a :class:`kwsstream.errors.KwsError`: the one-line refusals);
 * ``other exceptions`` (anything else, MemoryError included: a bug);
@@ -43,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+TARGETS = ("keyset", "audio", "listing", "state")
 INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0xFE, 0x40]
 ODD_VALUES = [None, True, False, 0, -1, 1, 2, 3, 73.9, "73", "", "abc", [], {}, [1, 2], {"a": 1}, 1e308, -1e308,
               2**31, 2**63, 10**9, 1e-300, 0.5, "mfcc", "onnx", "\n", "x" * 1000, [[[[1]]]], 13, 12, 400, 160, 40]
@@ -57,6 +66,46 @@ def keyset_seeds() -> list[bytes]:
     one = mbi.valid_header(n_keywords=1, frames_per_template=4)
     seeds.append(mbi.kws_bytes(one, mbi.valid_frames(1, 4)))
     return seeds
+
+
+STATE_KEYWORDS = ("word0", "word1")
+STATE_KEY = "0" * 64
+
+
+def state_seeds() -> list[bytes]:
+    """Valid search state files: the header, then a few files' lines."""
+    head = json.dumps({"kwsstream_search_state": 1, "spotter": STATE_KEY})
+    entries = [{"path": f"/archive/file{i}.wav", "size": 1000 + i, "mtime_ns": 10**18 + i, "seconds": 12.5,
+                "hits": [[STATE_KEYWORDS[i % 2], 1.0 + i, 1.5 + i, 0.2]] * (i % 3), "error": None if i % 4 else "bad"}
+               for i in range(6)]
+    lines = [head] + [json.dumps(e) for e in entries]
+    return ["\n".join(lines[:n]).encode() + b"\n" for n in (1, 3, len(lines))]
+
+
+ODD_LINES = ["[" * 100_000, "{" * 50_000, '"' + "\\\"" * 100_000, "x" * 70_000, "", "\x00", "null", "[]", "{}",
+             '{"path": ["x"]}', '1e999', "-" * 10_000]
+
+
+def mutate_state(data: bytes, rng: random.Random) -> bytes:
+    """A state file with one line replaced by odd JSON, a field of one entry replaced by an odd
+    value, or mutated bytes."""
+    lines = data.split(b"\n")
+    op = rng.randrange(3)
+    if op == 0:
+        lines.insert(rng.randrange(len(lines) + 1), rng.choice(ODD_LINES).encode("utf-8", "surrogatepass"))
+    elif op == 1 and len(lines) > 2:
+        at = rng.randrange(1, len(lines) - 1)
+        entry = json.loads(lines[at])
+        paths = [p for p in _paths(entry) if p]
+        path = rng.choice(paths)
+        parent = entry
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = copy.deepcopy(rng.choice(ODD_VALUES + [[["word0"]], {"word0": 1}, "\udcff"]))
+        lines[at] = json.dumps(entry).encode()
+    else:
+        return mutate_bytes(data, rng)
+    return b"\n".join(lines)
 
 
 def audio_seeds() -> list[tuple[str, bytes]]:
@@ -79,6 +128,10 @@ def audio_seeds() -> list[tuple[str, bytes]]:
         sf.write(buf, data, rate, format=fmt, subtype=subtype)
         seeds.append((suffix, buf.getvalue()))
     return seeds
+
+
+def seeds_of(target: str):
+    return {"keyset": keyset_seeds, "listing": keyset_seeds, "state": state_seeds, "audio": audio_seeds}[target]()
 
 
 # --- mutations ------------------------------------------------------------------------------------
@@ -159,7 +212,9 @@ def mutate_keyset_json(data: bytes, rng: random.Random) -> bytes:
 def make_input(target: str, index: int, seed: int, seeds) -> tuple[str, bytes]:
     """Input ``index`` of ``target`` (deterministic): ``(suffix, bytes)``."""
     rng = random.Random(f"{seed}:{target}:{index}")
-    if target == "keyset":
+    if target == "state":
+        return "jsonl", mutate_state(rng.choice(seeds), rng)
+    if target in ("keyset", "listing"):
         base = rng.choice(seeds)
         if rng.random() < 0.5:
             data = mutate_keyset_json(base, rng)
@@ -181,11 +236,38 @@ def run_input(target: str, path: Path) -> None:
         from kwsstream.spotter import Spotter
 
         Spotter(load_keyset(path))
+    elif target == "listing":
+        run_listing(path)
+    elif target == "state":
+        from kwsstream.searchstate import SearchState
+
+        notes: list[str] = []
+        SearchState(path, STATE_KEY, STATE_KEYWORDS, notes.append).load()
+        if len(notes) > 1 or any("\n" in n for n in notes):
+            raise RuntimeError(f"the state loader said {len(notes)} things: {notes[:3]}")
     else:
         from kwsstream.audio import check_example, load_audio
 
         audio = load_audio(path)
         check_example(audio, str(path))
+
+
+def run_listing(path: Path) -> None:
+    """``kwsstream keywords -k PATH`` in this process: exit 0, or exit 2 with exactly one line
+    (raised as the project's error); anything else raises."""
+    import contextlib
+
+    from kwsstream.cli import main
+    from kwsstream.errors import KwsError
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["keywords", "-k", str(path)])
+    lines = err.getvalue().strip().splitlines()
+    if code == 2 and len(lines) == 1:
+        raise KwsError(lines[0])
+    if code != 0:
+        raise RuntimeError(f"keywords exited {code} with {len(lines)} line(s): {lines[:2]}")
 
 
 def worker(target: str, start: int, count: int, seed: int, memory_gb: float) -> None:
@@ -199,7 +281,7 @@ def worker(target: str, start: int, count: int, seed: int, memory_gb: float) -> 
     logging.disable(logging.CRITICAL)
     from kwsstream.errors import KwsError
 
-    seeds = keyset_seeds() if target == "keyset" else audio_seeds()
+    seeds = seeds_of(target)
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="kwsfuzz-") as folder:
         for index in range(start, start + count):
@@ -234,7 +316,7 @@ def fuzz(target: str, inputs: int, seed: int, batch: int, timeout: float, memory
          say=print) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
     examples: dict[str, list[str]] = collections.defaultdict(list)
-    seeds = keyset_seeds() if target == "keyset" else audio_seeds()
+    seeds = seeds_of(target)
     next_index = 0
     started = time.monotonic()
 
@@ -307,20 +389,20 @@ def fuzz(target: str, inputs: int, seed: int, batch: int, timeout: float, memory
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=int, default=1000, help="mutated inputs per target")
-    parser.add_argument("--target", choices=["keyset", "audio", "all"], default="all")
+    parser.add_argument("--target", choices=[*TARGETS, "all"], default="all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=500, help="inputs per worker process")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds after which an input is a hang")
     parser.add_argument("--memory-gb", type=float, default=4.0, help="address space of a worker")
     parser.add_argument("--keep", type=Path, help="write offending inputs here")
-    parser.add_argument("--worker", choices=["keyset", "audio"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker, args.start, args.count, args.seed, args.memory_gb)
         return 0
-    targets = ["keyset", "audio"] if args.target == "all" else [args.target]
+    targets = list(TARGETS) if args.target == "all" else [args.target]
     bad = 0
     summary = []
     for target in targets:

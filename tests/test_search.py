@@ -12,7 +12,7 @@ import soundfile as sf
 
 from kwsstream.cli import main
 from kwsstream.errors import UsageError
-from kwsstream.search import SpotterSpec, dask_available, expand_paths, search, state_path
+from kwsstream.search import SpotterSpec, expand_paths, search, state_path
 from kwsstream.spotter import Spotter
 
 
@@ -138,19 +138,41 @@ def test_paths_folders_globs_and_lists(archive, tmp_path):
 
 
 def test_missing_dask_is_one_line_naming_the_extra(keyset, archive, monkeypatch, capsys):
+    """Only a cluster (--scheduler) needs Dask; local workers do not."""
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed → ImportError
-    assert main(["search", "-k", str(keyset), str(archive), "--workers", "2"]) == 2
+    assert main(["search", "-k", str(keyset), str(archive), "--scheduler", "tcp://127.0.0.1:8786"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "kwsstream[search]" in err[0]
 
 
-@pytest.mark.skipif(not dask_available(), reason="Dask distributed is not installed (pip install 'kwsstream[search]')")
-def test_a_local_dask_cluster_gives_what_the_in_process_search_gives(keyset, archive, tmp_path):
+def test_local_workers_give_what_the_in_process_search_gives(keyset, archive, tmp_path):
     local = search(keyset, [str(archive)], out=tmp_path / "one.csv", workers=1, progress=False, say=lambda _: None)
     lines = []
-    cluster = search(keyset, [str(archive)], out=tmp_path / "two.csv", workers=2, progress=False, say=lines.append)
-    assert cluster.workers == 2 and cluster.complete
-    assert cluster.rows == local.rows
+    pool = search(keyset, [str(archive)], out=tmp_path / "two.csv", workers=2, progress=False, say=lines.append)
+    assert pool.workers == 2 and pool.complete
+    assert pool.rows == local.rows
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
-    assert sorted(cluster.searched) == sorted(local.searched)
+    assert sorted(pool.searched) == sorted(local.searched)
+    assert len([line for line in lines if "skipped:" in line]) == 1
+
+
+@pytest.fixture
+def scheduler():
+    """A one-worker Dask cluster in this process (its scheduler on a free port of 127.0.0.1)."""
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  protocol="tcp://", host="127.0.0.1", scheduler_port=0,
+                                  silence_logs=logging.ERROR) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_a_dask_cluster_gives_what_the_in_process_search_gives(keyset, archive, tmp_path, scheduler):
+    local = search(keyset, [str(archive)], out=tmp_path / "one.csv", workers=1, progress=False, say=lambda _: None)
+    lines = []
+    remote = search(keyset, [str(archive)], out=tmp_path / "two.csv", scheduler=scheduler, progress=False,
+                    say=lines.append)
+    assert remote.complete and remote.rows == local.rows
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     assert len([line for line in lines if "skipped:" in line]) == 1
