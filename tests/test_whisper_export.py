@@ -156,7 +156,7 @@ def test_wrong_variables_are_refused_in_one_line(tmp_path, variables, words):
     (["--layer", "-1"], "--layer must be 0 or more"),
     (["--window", "2", "--hop", "2", "--lookahead", "1"], "--hop + --lookahead <= --window"),
     (["--window", "nan"], "must be numbers"),
-    (["--reduce-range"], "--reduce-range needs --int8"),
+    (["--full-range"], "--full-range needs --int8"),
     (["--out", "x.txt"], "output must end in .onnx"),
 ])
 def test_bad_options_are_one_line_and_exit_2(model_bin, tmp_path, argv, words):
