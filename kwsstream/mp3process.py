@@ -14,8 +14,10 @@ to stderr and are read in this process.
 The child gets the already opened (and checked) file descriptor, never a path. Its stdout
 carries one JSON line ``{"rate", "channels", "frames"}`` (or ``{"error"}``), then blocks: an int32
 little-endian frame count ``n`` and ``n * channels`` float32 little-endian samples; ``n == 0``
-ends the audio, ``n == -1`` is followed by a JSON line ``{"error"}``. The pipe's buffer is the
-only read-ahead: the child waits while the reader is busy, so memory stays flat.
+ends the audio, ``n == -1`` is followed by a JSON line ``{"error"}``. The child decodes
+:data:`DECODE_SECONDS` at a time and sends them in the blocks asked for; the pipe's buffer and
+that one piece are the only read-ahead (the child waits while the reader is busy), so memory
+stays flat.
 
 This module imports nothing from kwsstream: the child runs it by path (:data:`BOOT`), without
 importing the package.
@@ -34,6 +36,10 @@ BOOT = "import runpy, sys; del sys.path[0]; runpy.run_path(sys.argv[1], run_name
 """The child's ``-c`` program: this file run as a script (the current folder kept off sys.path)."""
 MESSAGE_BYTES = 4096
 """Bytes of the child's stderr read for the decoder's messages."""
+DECODE_SECONDS = 10.0
+"""Audio decoded at a time, whatever the block size asked for: libmpg123 (through libsndfile)
+decodes an MP3 slightly differently, and complains differently, when it is read in other
+pieces, so a file paced in 0.05 s blocks and one read whole get the very same samples."""
 EXIT_SECONDS = 30.0
 """How long the finished child may take to exit before it is killed."""
 _COUNT = struct.Struct("<i")
@@ -167,14 +173,19 @@ def child_main(argv: list[str]) -> int:
             frames = handle.frames if 0 <= handle.frames < 2**62 else None
             rate, channels = handle.samplerate, max(1, handle.channels)
             _send_json(out, {"rate": rate, "channels": channels, "frames": frames})
-            blocksize = max(1, min(int(block_seconds * max(rate, 1)), max_values // channels))
+            most = max(1, max_values // channels)
+            blocksize = max(1, min(int(block_seconds * max(rate, 1)), most))
+            readsize = max(blocksize, min(int(DECODE_SECONDS * max(rate, 1)), most))
             try:
                 while True:
-                    block = handle.read(blocksize, dtype="float32", always_2d=True)
-                    out.write(_COUNT.pack(len(block)))
-                    if not len(block):
+                    decoded = handle.read(readsize, dtype="float32", always_2d=True)
+                    for at in range(0, len(decoded), blocksize):
+                        block = decoded[at: at + blocksize]
+                        out.write(_COUNT.pack(len(block)))
+                        out.write(np.ascontiguousarray(block, "<f4").tobytes())
+                    if not len(decoded):
+                        out.write(_COUNT.pack(0))
                         break
-                    out.write(np.ascontiguousarray(block, "<f4").tobytes())
             except BrokenPipeError:
                 raise
             except Exception as err:  # noqa: BLE001 - a damaged stream: reported to the parent

@@ -158,3 +158,106 @@ def test_absurd_sample_rates_are_refused_naming_the_file(tmp_path, rate):
     with pytest.raises(AudioError) as err:
         list(iter_audio_blocks(path))
     assert str(path) in str(err.value)
+
+
+# --- the process's stderr is never taken: decoders' messages are caught without it -------------
+
+@pytest.mark.parametrize("name", ["speech.flac", "speech.mp3", "damaged_frames.mp3"])
+def test_another_threads_stderr_arrives_whole_while_a_file_is_read(bad, tmp_path, capfd, caplog, name):
+    """A thread prints numbered lines to file descriptor 2 for as long as a file is read (a
+    paced file is read in a background thread while the main thread prints detections): every
+    line arrives, and none of them is taken for a decoder problem."""
+    import os
+    import threading
+
+    if name == "damaged_frames.mp3":
+        path = bad[0] / name
+    else:
+        path = tmp_path / name
+        long = np.tile(load_audio(DATA / "stream.flac"), 2)  # 60 s: hundreds of decoder calls
+        sf.write(path, long, 16_000, format="MP3" if name.endswith(".mp3") else "FLAC")
+    done, written = threading.Event(), []
+
+    def writer() -> None:
+        while not done.is_set() or len(written) < 200:
+            os.write(2, f"line {len(written)} of the writer\n".encode())
+            written.append(len(written))
+
+    thread = threading.Thread(target=writer)
+    with caplog.at_level(logging.WARNING, logger="kwsstream.audio"):
+        thread.start()
+        try:
+            blocks = list(iter_audio_blocks(path, block_seconds=0.05))
+        finally:
+            done.set()
+            thread.join()
+    _, err = capfd.readouterr()
+    arrived = [line for line in err.splitlines() if line.endswith(" of the writer")]
+    assert arrived == [f"line {i} of the writer" for i in written]
+    assert sum(len(b) for b in blocks) > 8_000
+    warnings = [r.getMessage() for r in caplog.records]
+    assert not any("writer" in w for w in warnings), warnings  # no line of ours taken for the decoder's
+    if name == "speech.flac":
+        assert warnings == []
+    if name == "damaged_frames.mp3":  # the decoder's own complaints, in one line
+        assert len(warnings) == 1 and "decoder reported" in warnings[0], warnings
+
+
+def test_an_mp3_decodes_the_same_in_any_block_size(tmp_path):
+    """libmpg123 decodes (and complains) differently when read in other pieces: the decoder
+    process reads fixed pieces, so a paced file (0.05 s blocks) gets the samples a whole read gets."""
+    path = tmp_path / "s.mp3"
+    sf.write(path, load_audio(DATA / "stream.flac")[: 20 * 16_000], 16_000, format="MP3")
+    whole = np.concatenate(list(iter_audio_blocks(path)))
+    np.testing.assert_array_equal(np.concatenate(list(iter_audio_blocks(path, block_seconds=0.05))), whole)
+
+
+# --- only regular files; any file name --------------------------------------------------------
+
+def test_a_fifo_as_audio_is_refused_at_once_instead_of_blocking(tmp_path, keyset):
+    """``mkfifo f.wav`` with no writer: opening it for reading would wait forever."""
+    import os
+
+    from cli_helpers import one_line_error, run_kwsstream
+
+    fifo = tmp_path / "f.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioError, match="FIFO") as err:
+        load_audio(fifo)
+    assert str(fifo) in str(err.value)
+    one_line_error(run_kwsstream("detect", "-k", keyset, fifo), "f.wav", "FIFO", "not an audio file",
+                   prefix="kwsstream: error: ")  # the real process: would hang (timeout) before the fix
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_endless_devices_are_refused_naming_them(device, keyset, capfd):
+    with pytest.raises(AudioError, match="character device") as err:
+        load_audio(device)
+    assert str(err.value).startswith(f"{device}: ")
+    code, out, err_text = cli(capfd, "detect", "-k", keyset, device)
+    assert code == 2 and out == "" and err_text.strip() == (
+        f"kwsstream: error: {device}: is a character device, not an audio file (only regular files are read)")
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_shown(tmp_path, capfd):
+    """``canci\\xf3n.wav`` (Latin-1 bytes): enrolled and searched like any other, shown with
+    the odd byte escaped (in lines, in JSON and in the keyword set)."""
+    import json
+    import os
+
+    from kwsstream.keyset import load_keyset
+
+    folder = os.fsencode(tmp_path)
+    raw = os.path.join(folder, b"canci\xf3n.flac")
+    with open(raw, "wb") as handle:
+        handle.write((DATA / "mariposa_1.flac").read_bytes())
+    name = os.fsdecode(raw)  # what a shell hands Python: a str with a lone surrogate
+    kws = tmp_path / "n.kws"
+    code, _, err = cli(capfd, "enroll", "-k", kws, "mariposa", name, DATA / "mariposa_2.flac", "--encoder", "mfcc")
+    assert code == 0, err
+    shown = os.fsdecode(folder) + "/canci\\xf3n.flac"
+    assert load_keyset(kws).get("mariposa").templates[0].source == shown
+    code, out, err = cli(capfd, "detect", "-k", kws, name, "--json")
+    assert code == 0 and "Traceback" not in err, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events and all(e["source"] == shown for e in events)
