@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .adapt import AdaptOptions, keyword_target, saved_evidence
 from .encoders import Encoder, describe_identity, encoder_from_identity, same_identity
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import KeywordSet, load_keyset
@@ -62,11 +63,15 @@ class SpotterOptions:
     detector: threshold state machine timing (look-ahead latency, refractory period).
     block_seconds: stream frames are matched in blocks of this length (aligned to the stream).
     gate: the voice-activity gate in front of the matcher (``None``: every frame is matched).
+    adapt: self-calibration (:mod:`kwsstream.adapt`): each stream moves the thresholds of
+        keywords calibrated to a false-alarm rate toward that rate on the audio it hears
+        (``None``: thresholds stay as enrolled).
     """
 
     detector: DetectorOptions = field(default_factory=_default_detector_options)
     block_seconds: float = 0.1
     gate: GateOptions | None = field(default_factory=GateOptions)
+    adapt: AdaptOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,13 @@ class Spotter:
             self.thresholds[:] = thresholds
         if not np.isfinite(self.thresholds).all():
             raise UsageError(f"thresholds must be finite numbers, got {self.thresholds.tolist()}")
+        # self-calibration: the rate each keyword was set to (NaN: set by hand or overridden here,
+        # never moved) and the evidence the keyword set has saved
+        self.targets = np.array([keyword_target(kw) for kw in keyset.keywords], np.float64)
+        if thresholds is not None:
+            overridden = set(thresholds) if isinstance(thresholds, Mapping) else set(self.names)
+            self.targets[[k for k, n in enumerate(self.names) if n in overridden]] = np.nan
+        self.evidence = saved_evidence(keyset)
         frames, keyword_of, self._template_index = [], [], []
         for k, kw in enumerate(keyset.keywords):
             for i, t in enumerate(kw.templates):
@@ -187,7 +199,9 @@ class Spotter:
 
         return Pipeline(self.create_stream(source=source), ChunkSource(chunks, rate, name=source))
 
-    def _events(self, rows: np.ndarray, source: str, time_offset: float) -> list[Event]:
+    def _events(self, rows: np.ndarray, source: str, time_offset: float,
+                thresholds: np.ndarray | None = None) -> list[Event]:
+        thresholds = self.thresholds if thresholds is None else thresholds
         grid = self.encoder.grid
         events = []
         for k, t, s, e, cost in rows:
@@ -196,7 +210,7 @@ class Spotter:
             events.append(
                 Event(
                     keyword=self.names[k], start=start + time_offset, end=end + time_offset, cost=float(cost),
-                    threshold=float(self.thresholds[k]), source=source,
+                    threshold=float(thresholds[k]), source=source,
                     template=self._template_index[int(self.templates.order[int(t)])],
                 )
             )
@@ -220,6 +234,13 @@ class Stream:
         self._gate = GateState(gate, spotter.encoder.grid) if gate is not None else None
         self._matcher = MatcherState(spotter.templates, spotter.block)
         self._detector = DetectorState(spotter.thresholds, spotter.encoder.grid.frame_rate, spotter.options.detector)
+        self.adapter = None
+        if spotter.options.adapt is not None:
+            from .adapt import Adapter
+
+            self.adapter = Adapter(spotter.thresholds, spotter.targets, spotter.evidence.copy(),
+                                   spotter.encoder.grid.frame_rate, spotter.options.adapt, spotter.options.detector)
+            self._detector.thresholds[:] = self.adapter.thresholds
         self._start_time = 0.0
         self._front_done = self._back_done = False  # encode_end / flush_encoded called
         self.samples_fed = 0
@@ -234,6 +255,8 @@ class Stream:
             self._gate.reset()
         self._matcher.reset()
         self._detector.reset()
+        if self.adapter is not None:
+            self.adapter.reset()
         self._start_time = float(start_time)
         self._front_done = self._back_done = False
         self.samples_fed = 0
@@ -273,8 +296,16 @@ class Stream:
                                                    len(self.spotter.names))
         if self.score_sink is not None and len(k_score):
             self.score_sink(frame0, k_score, k_start, k_tpl)
-        return self.spotter._events(self._detector.push(k_score, k_start, k_tpl, frame0), self.source,
-                                    self._start_time)
+        rows = self._detector.push(k_score, k_start, k_tpl, frame0)
+        events = self.spotter._events(rows, self.source, self._start_time, self._detector.thresholds)
+        if self.adapter is not None and self.adapter.push(k_score, k_start, k_tpl, frame0, rows):
+            self._detector.thresholds[:] = self.adapter.thresholds  # from the next block on: causal
+        return events
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The thresholds this stream detects with now (adapted ones when adaptation is on)."""
+        return self._detector.thresholds.copy()
 
     def encode(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Only the front half of :meth:`feed`: the frames and gate flags (speech or not) that
@@ -311,7 +342,10 @@ class Stream:
         self._check_open(self._back_done, "flush_encoded()/flush()")
         events = self._detect(*self._matcher.flush())
         self._back_done = True
-        return events + self.spotter._events(self._detector.flush(), self.source, self._start_time)
+        rows = self._detector.flush()
+        if self.adapter is not None:
+            self.adapter.flush(rows)
+        return events + self.spotter._events(rows, self.source, self._start_time, self._detector.thresholds)
 
     def _checked(self, samples: np.ndarray) -> np.ndarray:
         samples = np.asarray(samples)
