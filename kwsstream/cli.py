@@ -19,6 +19,7 @@ the parser and ``main``; the microphone commands are in ``cli_live.py``, archive
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import signal
 import sys
@@ -374,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         words = sys.argv[1:] if argv is None else [str(a) for a in argv]
         ctrl_c = CtrlC(is_live_argv(words), hard_exit=argv is None)
         previous = ctrl_c.install()
+        if argv is None:  # the interpreter's last steps restore the default (death by SIGINT): ignore it then
+            atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
         pause_point("start")
         status = _run(words, ctrl_c)
         ctrl_c.finished = status

@@ -97,3 +97,26 @@ def test_segment_takes_the_keyword_out_of_a_longer_recording(tmp_path, speech):
     proc = cli("detect", "-k", path, speech.stream, "--json")
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert any(e["keyword"] == t.keyword and abs(e["start"] - t.start) < 0.3 for e in events), events
+
+
+def test_a_mistyped_option_gets_its_commands_usage_and_a_suggestion(enrolled, speech):
+    path, _ = enrolled
+    result = cli("detect", "-k", path, speech.stream, "--jsn")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("usage: kwsstream detect "), result.stderr  # not the top-level usage
+    assert result.stderr.strip().splitlines()[-1] == (
+        "kwsstream detect: error: unrecognized argument: --jsn (did you mean --json?)")
+    typo = cli("keywords", "-k", path, "--fa-per-houre", "2", "--set", "x")
+    assert typo.returncode == 2 and "usage: kwsstream keywords " in typo.stderr and "did you mean --fa-per-hour?" in typo.stderr
+
+
+@pytest.mark.parametrize("args", [("enroll", "-k", "{kws}", "otra", "{audio}", "--fa-per-hour", "0"),
+                                  ("calibrate", "-k", "{kws}", "--fa-per-hour", "-3"),
+                                  ("keywords", "-k", "{kws}", "--set", "{word}", "--fa-per-hour", "1e9")])
+def test_a_bad_value_names_its_option(enrolled, speech, args):
+    path, word = enrolled
+    before = path.read_bytes()
+    filled = [a.format(kws=path, audio=speech.examples[word][0], word=word) for a in args]
+    line = one_line_error(cli(*filled), "must be", prefix="kwsstream: error: --fa-per-hour: ")
+    assert "between" in line
+    assert path.read_bytes() == before

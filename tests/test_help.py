@@ -5,11 +5,11 @@ convention (a user stopping a live run is not an error: exit 0 and one "stopped"
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from cli_helpers import run_main as cli
@@ -101,8 +101,8 @@ def _read_line(stream, timeout: float) -> str:
 
 
 def test_ctrl_c_stops_detect_realtime_with_exit_0_and_one_stopped_line(keyset):
-    """A user's Ctrl-C of a live run, while it plays (after the first detection) and while it
-    is still loading: exit 0, pending output intact, the last line 'stopped (Ctrl-C) ...'."""
+    """A user's Ctrl-C of a live run while it plays (after the first detection): exit 0,
+    pending output intact, the last line 'stopped (Ctrl-C) ...'. (While it loads: below.)"""
     command = [sys.executable, "-m", "kwsstream", "detect", "--realtime", "--json", "-k", str(keyset),
                str(data_dir() / "stream.flac")]  # 30 s: 'mariposa' is said at 5.6 s
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -121,14 +121,59 @@ def test_ctrl_c_stops_detect_realtime_with_exit_0_and_one_stopped_line(keyset):
     assert lines[-1].startswith("stopped (Ctrl-C) at ") and "stream.flac" in lines[-1], err
     assert "interrupted" not in err and "Traceback" not in err
 
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+PAUSE_POINTS = ("start", "parsed", "ready", "loaded")
+"""Where ``main`` can be held (``KWSSTREAM_PAUSE_AT``): its first line, before any import of
+its own; after parsing; after the heavy imports (numba); with the spotter loaded (a live
+detect, before it plays)."""
+
+
+def _interrupted_at(point: str, args: list[str], times: int = 1) -> subprocess.CompletedProcess:
+    """``python -m kwsstream ARGS`` held at ``point``, then sent Ctrl-C ``times`` times in a row
+    once it says it is there: no guess of how long anything takes."""
+    env = {**os.environ, "KWSSTREAM_PAUSE_AT": point}
+    proc = subprocess.Popen([sys.executable, "-m", "kwsstream", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # still loading (imports, the keyword set, the compiled kernels)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        seen = ""
+        while f"paused at {point}" not in seen:
+            line = _read_line(proc.stderr, 120)
+            assert line, f"never paused at {point}: {seen}"
+            seen += line
+        for _ in range(times):
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 0 and err.strip().splitlines()[-1].startswith("stopped (Ctrl-C)"), err
+    return subprocess.CompletedProcess(args, proc.returncode, out, seen + err)
+
+
+@pytest.mark.parametrize("point", PAUSE_POINTS)
+def test_ctrl_c_at_any_point_of_a_live_run_exits_0_with_one_line(keyset, point):
+    """A live run (here detect --realtime) stopped while still loading - at its first line, after
+    parsing, inside the heavy imports' place, with the spotter loaded - exits 0 with 'stopped'."""
+    result = _interrupted_at(point, ["detect", "--realtime", "-k", keyset, data_dir() / "stream.flac"])
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "interrupted" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "stopped (Ctrl-C)", result.stderr
+
+
+@pytest.mark.parametrize("point", PAUSE_POINTS[:3])
+def test_ctrl_c_at_any_point_of_another_command_exits_130_with_one_line(keyset, point):
+    result = _interrupted_at(point, ["detect", "-k", keyset, data_dir() / "stream.flac"])
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "kwsstream: interrupted", result.stderr
+
+
+@pytest.mark.parametrize("args,status,line", [(["demo", "--fast"], 0, "stopped (Ctrl-C)"),
+                                              (["keywords", "-k", "KWS"], 130, "kwsstream: interrupted")])
+def test_ctrl_c_twice_in_a_row_still_one_line_and_the_same_status(keyset, args, status, line):
+    """A second Ctrl-C lands wherever the first left the process (unwinding, saying its line,
+    exiting): the outcome is the same."""
+    result = _interrupted_at("start", [str(keyset) if a == "KWS" else a for a in args], times=2)
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count(line) == 1, result.stderr
 
 
 def test_ctrl_c_of_a_batch_command_is_still_130():
@@ -146,3 +191,16 @@ def test_ctrl_c_of_a_batch_command_is_still_130():
     finally:
         cli_module.cmd_keywords = real
     assert result.returncode == 130 and result.stderr.strip() == "kwsstream: interrupted"
+
+
+def test_the_defaults_the_help_names_are_the_codes():
+    """Every default a help text states is the constant the code uses: the target rate of
+    enroll and calibrate (DEFAULT_FA_PER_HOUR), listen's queue (QUEUE_SECONDS)."""
+    from kwsstream.pipeline import QUEUE_SECONDS
+
+    _, commands = _commands()
+    for name in ("enroll", "calibrate"):
+        text = " ".join(commands[name].format_help().split())  # argparse wraps lines anywhere
+        assert f"(default: the keyword's earlier target, else {DEFAULT_FA_PER_HOUR:g})" in text, text
+        assert "else 0.1)" not in text
+    assert f"(default {QUEUE_SECONDS:g})" in " ".join(commands["listen"].format_help().split())
