@@ -163,7 +163,8 @@ def _calibrated(kw: Keyword, curve: FaCurve, fa_per_hour: float, background: Bac
 
 
 def _with_odd_ones_out(warning: str | None, kw: Keyword, positives: Sequence[float], threshold: float) -> str | None:
-    return warning if not warning else warning + _odd_ones_out(kw, positives, threshold)
+    odd = _odd_ones_out(kw, positives, threshold) if warning else ""
+    return warning.rstrip(".") + "." + odd if odd else warning
 
 
 def _storable_paths(background: Background) -> list[str] | None:
