@@ -202,7 +202,7 @@ def test_front_end_is_whispers_log_mel_without_centre_padding():
 def test_onnx_is_layer_L_of_the_explicit_definition(base, layer):
     path = tiny_whisper_export(base, "--layer", str(layer))
     audio = speechlike(2.3, seed=3)  # not the verification or tracing length
-    got = OnnxEncoder(path, threads=1).encode(audio)
+    got = OnnxEncoder(path, threads=1).encode_layers(audio)[layer]  # one run over the whole clip
     want = explicit_layer(tiny_whisper_variables(), audio, layer)
     assert got.shape == want.shape == (1 + len(audio) // 320, D)
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
@@ -214,7 +214,7 @@ def test_onnx_equals_the_pytorch_module(base, model_bin):
     module = whisper.build_graph(whisper.load_encoder_weights(model_bin, 2))
     with torch.no_grad():
         want = module(torch.from_numpy(np.pad(audio, whisper.PAD)[None]))[0].numpy()
-    assert np.abs(OnnxEncoder(path, threads=1).encode(audio) - want).max() <= 1e-4
+    assert np.abs(OnnxEncoder(path, threads=1).encode_layers(audio)[2] - want).max() <= 1e-4
 
 
 def test_whispers_own_encoder_at_full_depth(model_bin):
@@ -235,16 +235,28 @@ def test_metadata_and_the_runtimes_stream(base):
         "global", "windowed", "whisper", "fp32")
     assert (meta["stream_window"], meta["stream_hop"], meta["stream_lookahead"]) == ("4", "2", "1")
     assert meta["layer_convention"] == "block-output-before-final-layernorm" and meta["outputs"] == "layer_2"
+    assert meta["encode"] == "stream"  # templates through the stream's windows
     encoder = load_encoder(path, threads=1)
     assert encoder.name == "tiny-whisper-L2-fp32" and encoder.dim == D
     assert (encoder.plan.window, encoder.plan.hop, encoder.plan.lookahead) == (200, 100, 50)
     audio = speechlike(5.3, seed=7)
     streamed = stream_all(encoder, audio, [1000])
-    whole = encoder.encode(audio)
+    whole = encoder.encode_layers(audio)[2]  # one run over the whole clip
     assert streamed.shape == whole.shape == (1 + len(audio) // 320, D)
     # frames of the first window (positions as in the whole): only the attention's context differs
     assert 0.9 < cosines(streamed[:100], whole[:100]).min() < 0.9999
     assert_chunk_invariant(encoder, audio[:40_000])
+
+
+def test_templates_are_encoded_like_the_stream(base):
+    from kwsstream.encoders.onnxmeta import ModelInfo
+
+    if not hasattr(ModelInfo, "encode_as_stream"):
+        pytest.skip("this runtime does not read the metadata key 'encode' yet")
+    encoder = load_encoder(tiny_whisper_export(base, "--layer", "2"), threads=1)
+    for seconds in (1.0, 5.3, 9.1):  # one window, and several
+        audio = speechlike(seconds, seed=9)
+        np.testing.assert_array_equal(encoder.encode(audio), stream_all(encoder, audio, [1600]))
 
 
 def test_empty_and_short_audio(base):
@@ -270,8 +282,8 @@ def test_int8_quantises_the_matmul_weights_only(base):
     encoder = load_encoder(path, threads=1)
     assert encoder.info.precision == "int8" and encoder.name == "tiny-whisper-L2-int8"
     audio = speechlike(2.0, seed=8)
-    fp32 = load_encoder(tiny_whisper_export(base, "--layer", "2"), threads=1).encode(audio)
-    assert cosines(encoder.encode(audio), fp32).min() > 0.95
+    fp32 = load_encoder(tiny_whisper_export(base, "--layer", "2"), threads=1).encode_layers(audio)[2]
+    assert cosines(encoder.encode_layers(audio)[2], fp32).min() > 0.95
 
 
 # -- fetching: never from the network in tests ----------------------------------------------------------
