@@ -86,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results folder (benchmark caches, rate_maps.json)")
     parser.add_argument("--min-events", type=int, default=MIN_EVENTS,
                         help=f"false alarms a knot needs (default {MIN_EVENTS})")
-    parser.add_argument("--install", action="store_true", help=f"also write the maps to {SHIPPED}")
+    parser.add_argument("--install", action="store_true",
+                        help=f"also write the maps to {SHIPPED} (other encoders' maps there are kept)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -112,7 +113,8 @@ def main(args: argparse.Namespace) -> int:
     for name, m in data["maps"].items():
         pairs = ", ".join(f"{o:g}<-{b:g}" for o, b in zip(m["own"], m["background"]))
         print(f"{name}: own<-background {pairs}", file=sys.stderr)
-    if args.install:
-        write_json(data, SHIPPED)
+    if args.install:  # the maps of encoders not fitted in this run stay as they were
+        shipped = json.loads(SHIPPED.read_text(encoding="utf-8")) if SHIPPED.exists() else {"maps": {}}
+        write_json({**data, "maps": {**shipped.get("maps", {}), **data["maps"]}}, SHIPPED)
         print(f"installed {SHIPPED}", file=sys.stderr)
     return 0

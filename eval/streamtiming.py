@@ -62,7 +62,19 @@ class Timing:
         return self.ready(np.asarray(end_frame, np.int64) + self.lookahead) / self.sample_rate
 
 
-def probe_timing(spotter, seconds: float = 3.0, chunk: int = 8) -> Timing:
+def probe_timing(spotter, seconds: float = 3.0, chunk: int = 8, longest: float = 48.0) -> Timing:
+    """:func:`probe_once` on ``seconds`` of audio, doubled until the delay pattern shows (an
+    encoder that runs every few seconds needs several runs of probe audio), at most ``longest``."""
+    while True:
+        try:
+            return probe_once(spotter, seconds, chunk)
+        except RuntimeError:
+            if seconds * 2 > longest:
+                raise
+            seconds *= 2
+
+
+def probe_once(spotter, seconds: float, chunk: int = 8) -> Timing:
     """:class:`Timing` measured on ``spotter`` itself: ``seconds`` of quiet noise fed ``chunk``
     samples at a time into a stream; a frame is ready at the samples fed when its score reached
     the score sink (rounded up to ``chunk``). The delay pattern repeats (encoder runs and matcher

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--corpora-root", type=Path, default=Path("corpora/prompts"))
     parser.add_argument("--encoder", default="models/speech-embedding.onnx")
-    parser.add_argument("--fit", nargs="+", default=["en", "fr"])
+    parser.add_argument("--fit", nargs="*", default=["en", "fr"])
     parser.add_argument("--check", nargs="*", default=["fr-armelle"])
     parser.add_argument("--negatives", nargs="*", default=["music-test"])
     parser.add_argument("--conditions", nargs="+", default=["dry", "room"])

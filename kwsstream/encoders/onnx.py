@@ -329,7 +329,14 @@ class OnnxEncoder(EncoderBase):
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         """Encode one whole utterance: ``(n_frames, dim)`` float32 (none if shorter than one
-        receptive field)."""
+        receptive field). A model whose metadata says ``encode = stream`` (its frames depend on
+        the window they are computed in) encodes it as a stream does, so that templates and
+        the stream they are matched in are the same representation."""
+        if self.info.encode_as_stream:
+            self._check_audio(audio)
+            state = self.create_state()
+            frames = [state.push(np.asarray(audio, np.float32)), state.flush()]
+            return np.concatenate(frames).astype(np.float32, copy=False)
         return self.encode_layers(audio, layers=(self.layer,))[self.layer]
 
     def encode_layers(self, audio: np.ndarray, layers: tuple[int, ...] | None = None) -> dict[int, np.ndarray]:

@@ -43,6 +43,9 @@ Optional keys (default in brackets):
 ``stream_window``        recommended streaming window, seconds (contextual models)
 ``stream_hop``           recommended hop between windows, seconds
 ``stream_lookahead``     recommended right context, seconds
+``encode``               ``whole``: a template clip is encoded in one run; ``stream``: as a
+                         stream encodes it (windows), for models whose frames depend on the
+                         window they were computed in (Whisper) [``whole``]
 ``stream_mode``          ``windowed``: the graph is stateless, a stream runs it on
                          overlapping windows; ``stateful``: the graph takes and returns its
                          streaming state (below), each frame is computed once [``windowed``]
@@ -95,6 +98,7 @@ convolution, and for post-LayerNorm models the encoder's LayerNorm that sits bef
 PRECISIONS = ("fp32", "int8")
 CONTEXTS = ("global", "local")
 STREAM_MODES = ("windowed", "stateful")
+ENCODE_MODES = ("whole", "stream")
 STATEFUL_KEYS = ("input_pos_cache", "pos_cache_frames", "input_kv_cache", "output_kv", "kv_layers", "kv_size",
                  "output_features")
 """Keys a ``stream_mode = stateful`` model must have."""
@@ -126,6 +130,7 @@ class ModelInfo:
     stream_hop: float | None
     stream_lookahead: float | None
     stateful: bool = False
+    encode_as_stream: bool = False
     stream_chunk: float | None = None
     stream_left: float | None = None
     input_pos_cache: str | None = None
@@ -212,6 +217,9 @@ def parse_model_info(
                                ("output", output_features, output_names)):
         if tensor is not None and tensor not in pool:
             raise EncoderError(f"{name}: metadata names {kind} '{tensor}', the graph has {list(pool)}")
+    encode_mode = meta.get("encode", "whole")
+    if encode_mode not in ENCODE_MODES:
+        raise EncoderError(f"{name}: metadata encode={encode_mode!r} (expected one of {ENCODE_MODES})")
     mode = meta.get("stream_mode", "windowed")
     if mode not in STREAM_MODES:
         raise EncoderError(f"{name}: metadata stream_mode={mode!r} (expected one of {STREAM_MODES})")
@@ -263,6 +271,7 @@ def parse_model_info(
         stream_window=_number(meta, "stream_window", name),
         stream_hop=_number(meta, "stream_hop", name),
         stream_lookahead=_number(meta, "stream_lookahead", name, zero_ok=True),
+        encode_as_stream=encode_mode == "stream" and context == "global",
         **state,
     )
 
