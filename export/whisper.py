@@ -343,7 +343,8 @@ def block_names(block: int) -> list[str]:
 def expected_shapes(hidden: int, n_mels: int, ffn: int, positions: int, layers: int, final_norm: bool) -> dict:
     """name -> shape of every variable an encoder cut at ``layers`` needs."""
     shapes = {"num_heads": (), "conv1/weight": (hidden, n_mels, 3), "conv1/bias": (hidden,),
-              "conv2/weight": (hidden, hidden, 3), "conv2/bias": (hidden,), "position_encodings/encodings": (positions, hidden)}
+              "conv2/weight": (hidden, hidden, 3), "conv2/bias": (hidden,),
+              "position_encodings/encodings": (positions, hidden)}
     for block in range(layers):
         names = block_names(block)
         sizes = [(hidden,), (hidden,), (3 * hidden, hidden), (3 * hidden,), (hidden, hidden), (hidden,),
@@ -371,7 +372,8 @@ def load_encoder_weights(model_bin: Path, layers: int | None = None, *, final_no
         blocks += 1
     layers = blocks if layers is None else layers
     if not 0 <= layers <= blocks:
-        raise ExportError(f"{model_bin}: --layer {layers} is out of range: this encoder has blocks 1..{blocks} (0..{blocks})")
+        raise ExportError(f"{model_bin}: --layer {layers} is out of range: this encoder has blocks 1..{blocks} "
+                          f"(0..{blocks})")
     sizes = {}
     for key, name, axis in (("hidden", "conv1/weight", 0), ("n_mels", "conv1/weight", 1),
                             ("positions", "position_encodings/encodings", 0), ("ffn", "layer_0/ffn/linear_0/weight", 0)):
@@ -393,8 +395,8 @@ def load_encoder_weights(model_bin: Path, layers: int | None = None, *, final_no
             raise ExportError(f"{model_bin}: 'encoder/{name}' has shape {list(var.shape)}, expected {list(shape)}")
         kinds = ("int16", "int32") if name == "num_heads" else ("float32", "float16", "bfloat16")
         if var.dtype not in kinds:
-            raise ExportError(f"{model_bin}: 'encoder/{name}' is {var.dtype}, expected one of {kinds}"
-                              + (" (an int8-quantised conversion: convert with --quantization float16)" if var.dtype == "int8" else ""))
+            hint = " (an int8-quantised conversion: convert with --quantization float16)" if var.dtype == "int8" else ""
+            raise ExportError(f"{model_bin}: 'encoder/{name}' is {var.dtype}, expected one of {kinds}{hint}")
         if name != "num_heads":
             stored.add(var.dtype)
     if sizes["n_mels"] not in (80, 128):
@@ -618,7 +620,8 @@ def verify(path: Path, module: nn.Module, *, reference: Path | None = None, labe
     parity = compare(layer, got[next(iter(clips))], want)
     lines = [f"{name} ({precision}) vs PyTorch, {next(iter(clips))}: {parity.line()}"]
     if precision == "fp32" and parity.max_relative > FP32_MAX_RELATIVE:
-        raise ParityError(f"{name}: differs from PyTorch by {parity.max_relative:.1e} relative (limit {FP32_MAX_RELATIVE:g})")
+        raise ParityError(f"{name}: differs from PyTorch by {parity.max_relative:.1e} relative "
+                          f"(limit {FP32_MAX_RELATIVE:g})")
     if reference is not None:
         base = OnnxEncoder(reference, threads=1)
         for number, (what, clip) in enumerate(clips.items()):
@@ -632,7 +635,8 @@ def verify(path: Path, module: nn.Module, *, reference: Path | None = None, labe
             raise ParityError(f"{name}: the stream gave {streamed.shape[0]} frames, encode() {got[what].shape[0]}")
         lines.append(f"  stream (window {plan.window}, hop {plan.hop}, lookahead {plan.lookahead} frames) vs one-shot, "
                      f"{what}: " + compare(layer, streamed, got[what]).line())
-        lines.append(f"  encode() (templates) vs the stream, {what}: " + compare(layer, encoder.encode(clip), streamed).line())
+        templates = compare(layer, encoder.encode(clip), streamed)
+        lines.append(f"  encode() (templates) vs the stream, {what}: {templates.line()}")
     return lines
 
 

@@ -160,7 +160,8 @@ def test_wrong_variables_are_refused_in_one_line(tmp_path, variables, words):
     (["--out", "x.txt"], "output must end in .onnx"),
 ])
 def test_bad_options_are_one_line_and_exit_2(model_bin, tmp_path, argv, words):
-    result = run_export("whisper-base", "--model-bin", model_bin, *argv, *([] if "--out" in argv else ["--out", tmp_path / "y.onnx"]))
+    out = [] if "--out" in argv else ["--out", tmp_path / "y.onnx"]
+    result = run_export("whisper-base", "--model-bin", model_bin, *argv, *out)
     assert result.code == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
