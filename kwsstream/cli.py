@@ -4,16 +4,16 @@ Exit status: 0 success, 2 bad usage or bad input (one line on stderr), 1 interna
 command interrupted by Ctrl-C - except a live run (listen, demo, detect --realtime): a user stopping
 it is not an error, so it ends with one "stopped (Ctrl-C)" line and exit 0. That holds from the
 first line of :func:`main` on, at any instant: ``main`` takes over Ctrl-C before it imports
-anything slow (this module and ``cliutil`` import only the standard library at load time), and a
-second Ctrl-C while the process ends changes neither the line nor the status
-(:class:`~kwsstream.cliutil.CtrlC`).
+anything slow (this module, ``cliutil`` and ``cliterm`` import only the standard library at load
+time), and a second Ctrl-C while the process ends changes neither the line nor the status
+(:class:`~kwsstream.cliterm.CtrlC`).
 Machine output (``--json``: one object per detection per line) goes to stdout, flushed at once;
 everything for people goes to stderr.
 
 This module holds the keyword-set and file commands (enroll, calibrate, detect, keywords, demo),
 the parser and ``main``; the microphone commands are in ``cli_live.py``, archive search in
-``cli_search.py``, and what they all share (option parsers, help texts, event lines, Ctrl-C) in
-``cliutil.py``.
+``cli_search.py``, what they all share (option parsers, help texts, event lines) in ``cliutil.py``,
+and the process's side (exit statuses, Ctrl-C, the progress line) in ``cliterm.py``.
 """
 
 from __future__ import annotations
