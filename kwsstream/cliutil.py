@@ -203,7 +203,6 @@ def _spotter(args: argparse.Namespace):
     """The spotter of ``args.keyset`` with ``--encoder`` and the ``--threshold`` overrides; an
     override far above its keyword's target rate gets one warning line."""
     from .encoders import load_encoder
-    from .enroll import threshold_warning
     from .keyset import load_keyset
     from .spotter import Spotter
 
@@ -212,11 +211,14 @@ def _spotter(args: argparse.Namespace):
     for name, value in args.threshold or []:
         names = [kw.name for kw in keyset.keywords] if name is None else [name]
         thresholds.update({n: value for n in names})
-    for name, value in thresholds.items():
-        kw = keyset.get(name)
-        warning = threshold_warning(kw, value) if kw is not None else None
-        if warning:
-            _say(f"kwsstream: warning: {warning}")
+    if thresholds:
+        from .enroll import threshold_warning
+
+        for name, value in thresholds.items():
+            kw = keyset.get(name)
+            warning = threshold_warning(kw, value) if kw is not None else None
+            if warning:
+                _say(f"kwsstream: warning: {warning}")
     encoder = load_encoder(args.encoder) if args.encoder else None
     return Spotter(keyset, encoder, thresholds=thresholds or None)
 
