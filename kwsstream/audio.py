@@ -156,12 +156,13 @@ def display_name(path: str | Path) -> str:
 
 
 @contextlib.contextmanager
-def reading_progress(callback: ProgressCallback) -> Iterator[None]:
+def reading_progress(callback: ProgressCallback | None) -> Iterator[None]:
     """Within the block, every file read through :func:`iter_audio_blocks` in this thread (or
     context) reports each block to ``callback(name, seconds_read, seconds_claimed, finished)``
     (``seconds_claimed``: the length the header gives, ``None`` when unknown), and once more with
     ``finished=True`` when its reading ends, however it ends. For a front end's progress bar (the
-    CLI's, on a terminal); a reader running in another thread reports nothing."""
+    CLI's, on a terminal); a reader running in another thread reports nothing; ``None``: no
+    reports within the block (a live run, which has its own status line)."""
     token = _PROGRESS.set(callback)
     try:
         yield

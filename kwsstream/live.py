@@ -139,7 +139,12 @@ class Run:
 
     def __enter__(self) -> Run:
         """Ctrl-C from here on stops the run cleanly (also before :meth:`run` is called: a
-        listener that is still loading its spotter)."""
+        listener that is still loading its spotter). A front end's file-reading progress line
+        (:func:`kwsstream.audio.reading_progress`) is off meanwhile: the run has its status line."""
+        from .audio import reading_progress
+
+        self._quiet = reading_progress(None)
+        self._quiet.__enter__()
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._interrupt)
         return self
@@ -148,6 +153,7 @@ class Run:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        self._quiet.__exit__(None, None, None)
 
     def run(self, pipeline: Pipeline) -> Summary:
         pipeline.warn = lambda text: self.say(f"warning: {text}")
