@@ -63,7 +63,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 _say(f"note: {note}")
             encoder = load_encoder(spec)
         background = Background.files(args.background) if args.background else None
-        if background is None and keyset is not None and args.threshold is None:
+        if background is None and keyset is not None:
             background, missing = set_background(keyset)  # the set's own background, when its files are there
             if background is not None:
                 _say(f"calibrating on the background the set's keywords were calibrated on: {background.label}")
@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of the keyword inside a longer recording (one AUDIO)")
     p.add_argument("--threshold", type=parse_threshold_value, metavar="T",
                    help="set the threshold instead of calibrating it. " + THRESHOLD_DIRECTION)
-    add_calibration_options(p)
+    add_calibration_options(p, sets_own_background=True)
     add_threads_option(p)
     p.set_defaults(func=cmd_enroll, progress=True)
 

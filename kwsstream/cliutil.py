@@ -132,15 +132,18 @@ DEFAULT_RATE_MARK = "{DEFAULT_FA_PER_HOUR}"
 help is shown (:class:`Formatter`), so that building the parser does not load numba."""
 
 
-def add_calibration_options(p: argparse.ArgumentParser) -> None:
+def add_calibration_options(p: argparse.ArgumentParser, *, sets_own_background: bool = False) -> None:
+    """``--fa-per-hour`` and ``--background``; ``sets_own_background``: the command's default
+    background is the one the set's keywords were calibrated on (enroll), else the bundled one."""
     p.add_argument("--fa-per-hour", type=parse_rate, metavar="R",
                    help="target false alarms per hour per keyword on the background (default: the keyword's earlier "
                         f"target, else {DEFAULT_RATE_MARK}). Higher: more detections and more false alarms; lower: "
                         "fewer of both")
+    default = ("the recordings the set's other keywords were calibrated on, while they are there; else "
+               if sets_own_background else "")
     p.add_argument("--background", nargs="+", metavar="AUDIO",
-                   help="keyword-free recordings to count false alarms on (default: the recordings a set's keywords "
-                        "were calibrated on, else the bundled 26 min of Russian speech, music and noise); best: "
-                        "~10 minutes of the speaker or room you will spot in")
+                   help=f"keyword-free recordings to count false alarms on (default: {default}the bundled 26 min of "
+                        "Russian speech, music and noise); best: ~10 minutes of the speaker or room you will spot in")
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
