@@ -17,11 +17,15 @@ model's frames at layers 6/12/18/24):
 * ``MatMul`` of two activations (attention scores) stays fp32 (``MatMulConstBOnly``).
 * ``reduce_range`` (7-bit weights) is for CPUs without VNNI, where the u8 x s8 products of
   ``vpmaddubsw`` may saturate; it costs 0.0014 cosine and is off by default.
+* ``exclude``: named MatMul nodes kept fp32, for a model where a few products carry most of the
+  int8 loss (Whisper base: block 4's second feed-forward MatMul, ``whisper.py``). Every name must
+  be a MatMul of the graph; the written model is checked to have kept each one fp32.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import ExportError
@@ -32,7 +36,7 @@ QUANTIZED_OPS = ("MatMul",)
 
 
 def quantize_int8(fp32_path: Path, out: Path, *, meta: dict[str, str] | None = None, per_channel: bool = True,
-                  reduce_range: bool = False) -> dict[str, str]:
+                  reduce_range: bool = False, exclude: Sequence[str] = ()) -> dict[str, str]:
     """Write an int8 copy of the fp32 model at ``fp32_path`` to ``out``; metadata is carried over
     with ``precision = int8``.
 
@@ -43,15 +47,22 @@ def quantize_int8(fp32_path: Path, out: Path, *, meta: dict[str, str] | None = N
             else it is read from ``fp32_path`` (which loads the whole model).
         per_channel: one weight scale per output channel (else one per tensor).
         reduce_range: 7-bit weights, for CPUs without VNNI where u8*s8 products may saturate.
+        exclude: names of MatMul nodes of the fp32 graph to keep fp32 (``nodes_to_exclude``);
+            named in the ``quantization`` metadata.
 
     Returns:
         The metadata written.
+
+    Raises:
+        ExportError: the model is not fp32, or a name in ``exclude`` is not a MatMul node of the
+            written model (not in the graph: onnxruntime itself would ignore it silently).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from .wav2vec2 import save_model
 
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     meta = read_metadata(fp32_path) if meta is None else dict(meta)
     if meta.get("precision", "fp32") != "fp32":
         raise ExportError(f"{fp32_path}: already {meta.get('precision')}, quantise an fp32 export")
@@ -64,15 +75,27 @@ def quantize_int8(fp32_path: Path, out: Path, *, meta: dict[str, str] | None = N
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude),
             # DefaultTensorType: a type for tensors that shape inference cannot type (contrib ops)
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         proto = onnx.load(str(raw))
+    _check_kept(proto, exclude, fp32_path)
     meta["precision"] = "int8"
     meta["quantization"] = (f"dynamic int8 (onnxruntime quantize_dynamic): {'+'.join(QUANTIZED_OPS)} weights s8 "
                             f"{'per channel' if per_channel else 'per tensor'}"
                             f"{', reduced range' if reduce_range else ''}; activations u8 per tensor at run time; "
-                            "activation x activation MatMuls fp32")
+                            "activation x activation MatMuls fp32"
+                            + (f"; kept fp32: {', '.join(exclude)}" if exclude else ""))
     set_metadata(proto, meta)
     save_model(proto, out)
     return meta
+
+
+def _check_kept(proto, exclude: Sequence[str], fp32_path: Path) -> None:
+    """Every node named in ``exclude`` is still a MatMul in the quantised graph (onnxruntime
+    ignores a name it does not find, so a misspelt or renamed node would pass silently)."""
+    kept = {node.name for node in proto.graph.node if node.op_type == "MatMul"}
+    missing = [name for name in exclude if name not in kept]
+    if missing:
+        raise ExportError(f"{fp32_path}: no MatMul node {', '.join(map(repr, missing))} to keep fp32")

@@ -1,6 +1,6 @@
 """``export.quantize.quantize_int8`` on a tiny random XLSR-53-like model: what a user of the int8
 file notices - it loads in the runtime's encoder, is smaller, gives frames close to the fp32
-model's, and says in its metadata that (and how) it was quantised.
+model's, and says in its metadata that (and how) it was quantised; named MatMuls can be kept fp32.
 
 The tiny model is wider than the export tests' (64 instead of 32) so that the MatMul weights
 dominate the file as they do in XLSR-53 and the size check means something.
@@ -84,3 +84,42 @@ def test_quantising_an_int8_model_again_is_refused(fp32_model, tmp_path):
     with pytest.raises(ExportError, match="once.onnx: already int8"):
         quantize_int8(once, tmp_path / "twice.onnx")
     assert not (tmp_path / "twice.onnx").exists()
+
+
+def _weight_matmuls(proto) -> list[str]:
+    """Names of the MatMul nodes whose second input is a weight (an initializer)."""
+    weights = {init.name for init in proto.graph.initializer}
+    return [node.name for node in proto.graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+def test_excluded_matmuls_stay_fp32_and_the_others_become_int8(fp32_model, tmp_path):
+    import onnx
+
+    from export.quantize import quantize_int8
+
+    matmuls = _weight_matmuls(onnx.load(str(fp32_model)))
+    assert len(matmuls) >= 8  # 4 per block (q, k, v, out, two feed-forward: some fused) and more
+    keep = (matmuls[3], matmuls[-1])
+    meta = quantize_int8(fp32_model, tmp_path / "kept.onnx", exclude=keep)
+    proto = onnx.load(str(tmp_path / "kept.onnx"))
+    floats = {init.name for init in proto.graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    nodes = {node.name: node for node in proto.graph.node}
+    for name in keep:  # the same node, still a MatMul, its weight still float32
+        assert nodes[name].op_type == "MatMul" and nodes[name].input[1] in floats
+    assert sorted(_weight_matmuls(proto)) == sorted(keep)  # every other weight MatMul was quantised
+    quantised = [node for node in proto.graph.node if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert len(quantised) == len(matmuls) - len(keep)
+    assert meta["quantization"].endswith(f"kept fp32: {keep[0]}, {keep[1]}")
+    assert "kept fp32" not in quantize_int8(fp32_model, tmp_path / "all.onnx")["quantization"]
+    audio = speechlike(2.0, seed=8)
+    _, want = _frames(fp32_model, audio)
+    assert cosines(_frames(tmp_path / "kept.onnx", audio)[1], want).mean() > 0.99
+
+
+def test_excluding_a_node_that_is_not_there_is_refused(fp32_model, tmp_path):
+    from export import ExportError
+    from export.quantize import quantize_int8
+
+    with pytest.raises(ExportError, match="no MatMul node '/1/blocks.9/fc2/MatMul' to keep fp32"):
+        quantize_int8(fp32_model, tmp_path / "x.onnx", exclude=["/1/blocks.9/fc2/MatMul"])
+    assert not (tmp_path / "x.onnx").exists()
