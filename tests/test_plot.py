@@ -100,4 +100,4 @@ def test_plot_without_matplotlib_is_one_line_naming_the_extra(keyset, tmp_path, 
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     result = cli("detect", "-k", keyset, data_dir() / "stream.flac", "--plot", tmp_path / "s.png")
-    one_line_error(result, "matplotlib", "kwsstream[plot]", prefix="kwsstream: error: ", no_stdout=True)
+    one_line_error(result, "matplotlib", "pip install -e '.[plot]'", prefix="kwsstream: error: ", no_stdout=True)
