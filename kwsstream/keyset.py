@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration_record import ThresholdSource
 from .errors import KeysetError
 from .keysetformat import (
     FORMAT, MAX_CALIBRATION_BYTES, MAX_CALIBRATION_DEPTH, MAX_DIM, MAX_FILE_BYTES, MAX_FRAME_VALUE, MAX_FRAMES_BYTES,
@@ -75,10 +76,14 @@ class Template:
 
 @dataclass(frozen=True)
 class Keyword:
+    """A keyword: its name (stored in Unicode NFC), threshold, templates, who set the threshold
+    (``threshold_source``) and the calibration record, a plain JSON object whose known keys a
+    loaded set has checked (:class:`kwsstream.calibration_record.Calibration`)."""
+
     name: str
     threshold: float
     templates: tuple[Template, ...]
-    threshold_source: str = "calibrated"
+    threshold_source: ThresholdSource = "calibrated"
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
