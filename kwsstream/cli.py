@@ -266,9 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the keyword's name (what detections are labelled with)")
     p.add_argument("audio", nargs="+", metavar="AUDIO",
                    help="example recordings of the keyword (any format and rate; one word each, or use --segment)")
-    p.add_argument("--encoder", help=f"encoder of a new set: speech-embedding (the default, once its model is made "
-                                     f"({MAKE_MODEL_HINT}); else mfcc), mfcc, or an exported .onnx model; a set's "
-                                     "later keywords use the set's encoder")
+    p.add_argument("--encoder", help=f"encoder of a new set: whisper-base (the default, once its model is made "
+                                     f"({MAKE_MODEL_HINT}); else speech-embedding, else mfcc), speech-embedding, mfcc, "
+                                     "or an exported .onnx model; a set's later keywords use the set's encoder")
     p.add_argument("--segment", nargs=2, type=float, metavar=("START", "END"),
                    help="seconds of the keyword inside a longer recording (one AUDIO)")
     p.add_argument("--threshold", type=parse_threshold_value, metavar="T",
@@ -340,8 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="play the bundled recording as fast as possible (implies --recording)")
     p.add_argument("--recording", action="store_true", help="play the bundled recording even when there is a microphone")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
-    p.add_argument("--encoder", help=f"speech-embedding (the default, once its model is made ({MAKE_MODEL_HINT}); "
-                                     "else mfcc), mfcc, or an exported .onnx model")
+    p.add_argument("--encoder", help=f"whisper-base (the default, once its model is made ({MAKE_MODEL_HINT}); "
+                                     "else speech-embedding, else mfcc), speech-embedding, mfcc, or an exported .onnx "
+                                     "model")
     add_threads_option(p)
     p.set_defaults(func=cmd_demo, progress=True)
 

@@ -235,7 +235,7 @@ DETECT_THRESHOLD_HELP = ("detection threshold for this run: T for every keyword 
 KEYSET_HELP = "keyword set file (.kws), made by 'kwsstream enroll'"
 JSON_HELP = "one JSON object per detection on stdout (keyword, start, end, cost, threshold, source, template)"
 MOVED_MODEL_HELP = "path of the ONNX model, if it moved since enrollment (checked by sha256)"
-MAKE_MODEL_HINT = "from a kwsstream checkout: python -m export speech-embedding"
+MAKE_MODEL_HINT = "from a kwsstream checkout: python -m export whisper-base --layer 5 --int8"
 """How the default encoder's model is made (only a source checkout has the ``export`` package)."""
 
 MAIN_EPILOG = """\

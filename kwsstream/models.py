@@ -1,13 +1,14 @@
 """Where exported models are found, and which encoder a new keyword set gets by default.
 
-The default encoder is chosen by the streaming benchmark (README, "Streaming benchmark"): Google's
-speech_embedding, made on this machine by ``python -m export speech-embedding`` (an explicit step
-of the README's set-up command: nothing is downloaded behind the user's back). Where it has not
-been made, MFCC-13 (built in) is used instead and the user is told how to get the better one.
+The default encoder is chosen by the streaming benchmark (docs/benchmarks.md): Whisper base's
+encoder cut at layer 5, int8, made on this machine by ``python -m export whisper-base --layer 5
+--int8`` (an explicit step of the README's set-up command: nothing is downloaded behind the user's
+back). Where it has not been made, Google's speech_embedding (``python -m export
+speech-embedding``) is next, then MFCC-13 (built in); the user is told how to get the better one.
 
-A model named without a path (``speech-embedding``) is looked for in ``$KWSSTREAM_MODELS`` when
-that is set (and only there), else in ``./models`` and then in the ``models/`` folder of the
-source checkout kwsstream runs from.
+A model named without a path (``whisper-base``, ``speech-embedding``) is looked for in
+``$KWSSTREAM_MODELS`` when that is set (and only there), else in ``./models`` and then in the
+``models/`` folder of the source checkout kwsstream runs from.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import os
 from pathlib import Path
 
 MODELS_ENV = "KWSSTREAM_MODELS"
-DEFAULT_ENCODER = "speech-embedding"
-"""The encoder of a new keyword set when none is named (``--encoder``)."""
+DEFAULT_ENCODER = "whisper-base"
+"""The encoder of a new keyword set when none is named (``--encoder``), where it has been made."""
+NEXT_ENCODERS = ("speech-embedding",)
+"""Where the default has not been made: these, in order, then :data:`FALLBACK_ENCODER`."""
 FALLBACK_ENCODER = "mfcc"
-MAKE_DEFAULT = "python -m export speech-embedding"
-"""The command (from the source checkout) that makes the default encoder's model."""
-NAMED_MODELS = {"speech-embedding": "speech-embedding.onnx"}
+MAKE_COMMANDS = {"whisper-base": "python -m export whisper-base --layer 5 --int8",
+                 "speech-embedding": "python -m export speech-embedding"}
+"""The command (from the source checkout) that makes each named model."""
+MAKE_DEFAULT = MAKE_COMMANDS[DEFAULT_ENCODER]
+NAMED_MODELS = {"whisper-base": "whisper-base-L5-int8.onnx", "speech-embedding": "speech-embedding.onnx"}
 """Model names a user may give instead of a path, and their file names."""
 
 
@@ -43,8 +48,13 @@ def find_model(name: str) -> Path | None:
 def default_encoder_spec() -> tuple[str, str | None]:
     """The encoder spec a new keyword set gets, and a note for the user when it had to fall back
     (``None`` when the default is there)."""
-    path = find_model(DEFAULT_ENCODER)
-    if path is not None:
+    for name in (DEFAULT_ENCODER, *NEXT_ENCODERS):
+        path = find_model(name)
+        if path is not None:
+            break
+    if path is not None and name == DEFAULT_ENCODER:
         return str(path), None
-    return FALLBACK_ENCODER, (f"the default encoder ({DEFAULT_ENCODER}, better on real speech) has not been made: "
-                              f"using {FALLBACK_ENCODER}; run '{MAKE_DEFAULT}' in the kwsstream checkout to get it")
+    used = str(path) if path is not None else FALLBACK_ENCODER
+    return used, (f"the default encoder ({DEFAULT_ENCODER}, the best on real speech) has not been made: using "
+                  f"{name if path is not None else FALLBACK_ENCODER}; run '{MAKE_DEFAULT}' in the kwsstream "
+                  "checkout to get it")

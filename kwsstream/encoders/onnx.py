@@ -218,12 +218,13 @@ class OnnxEncoder(EncoderBase):
     def from_spec(cls, spec: str, *, threads: int | None = None) -> OnnxEncoder | None:
         """A path ending in ``.onnx``, or the name of a model kwsstream knows
         (:data:`kwsstream.models.NAMED_MODELS`, e.g. ``speech-embedding``)."""
-        from ..models import MAKE_DEFAULT, NAMED_MODELS, find_model
+        from ..models import MAKE_COMMANDS, NAMED_MODELS, find_model
 
         if spec in NAMED_MODELS:
             path = find_model(spec)
             if path is None:
-                raise EncoderError(f"{spec}: the model has not been made (run '{MAKE_DEFAULT}' in the kwsstream checkout)")
+                raise EncoderError(f"{spec}: the model has not been made (run '{MAKE_COMMANDS[spec]}' in the "
+                                   "kwsstream checkout)")
             return cls(path, threads=threads)
         return cls(spec, threads=threads) if Path(spec).suffix.lower() == ".onnx" else None
 
