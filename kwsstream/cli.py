@@ -231,10 +231,10 @@ def cmd_keywords(args: argparse.Namespace) -> int:
 def _frame_rate(identity: dict) -> float | None:
     """Frames per second of the encoder a set was enrolled with (through the registry), or
     ``None`` when it cannot be made here (an ONNX model that is not there): lengths in frames."""
-    from .encoders import encoder_from_identity
+    from .encoders import identity_frame_rate
 
-    try:
-        return float(encoder_from_identity(identity).grid.frame_rate)
+    try:  # from the identity alone: listing a set never opens its model
+        return identity_frame_rate(identity)
     except KwsError:
         return None
 

@@ -18,7 +18,7 @@ from .cliterm import (  # noqa: F401  (the process's side, importable from here 
     EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, INTERRUPTED, LIVE_COMMANDS, PAUSE_ENV, STOPPED, CtrlC,
     ProgressLine, _say, is_live_argv, pause_point, progress_on_terminal,
 )
-from .errors import UsageError
+from .errors import KeysetError, UsageError
 
 
 # --- talking to people -------------------------------------------------------------------------
@@ -210,6 +210,8 @@ def _spotter(args: argparse.Namespace):
     from .spotter import Spotter
 
     keyset = load_keyset(args.keyset)
+    if not keyset.keywords:
+        raise KeysetError(f"{args.keyset}: the keyword set has no keywords: enroll one first")
     thresholds: dict[str, float] = {}
     for name, value in args.threshold or []:
         names = [kw.name for kw in keyset.keywords] if name is None else [name]

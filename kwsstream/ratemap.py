@@ -82,7 +82,7 @@ class RateMap:
 
 def _interp(x: float, xs: tuple[float, ...], ys: tuple[float, ...]) -> float:
     """Piecewise-linear in log-log space through the knots, the end segments extended."""
-    lx = math.log(x)
+    lx = math.log(x if x > 0 else MIN_RATE)  # a valid curve may give 0 per hour far below its anchor
     i = 1
     while i < len(xs) - 1 and lx > math.log(xs[i]):
         i += 1

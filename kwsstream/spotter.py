@@ -170,7 +170,10 @@ class Spotter:
         threads: int | None = None,
     ) -> Spotter:
         """A spotter for the keyword set file at ``path``."""
-        return cls(load_keyset(path), encoder, thresholds=thresholds, options=options, threads=threads)
+        keyset = load_keyset(path)
+        if not keyset.keywords:
+            raise KeysetError(f"{path}: the keyword set has no keywords: enroll one first")
+        return cls(keyset, encoder, thresholds=thresholds, options=options, threads=threads)
 
     def create_stream(self, source: str = "", score_sink: ScoreSink | None = None) -> Stream:
         """A new stream (its own encoder, gate, matcher and detector state); ``source`` labels
