@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -300,3 +301,28 @@ def without_evidence(keyset: KeywordSet, name: str) -> KeywordSet:
         raise UsageError(f"no keyword {name!r} in the keyword set")
     calibration = {k: v for k, v in kw.calibration.items() if k != ADAPTATION_KEY}
     return keyset.with_keyword(replace(kw, calibration=calibration))
+
+
+def save_learned(path: str | Path, names: Sequence[str], learned: Evidence) -> KeywordSet | None:
+    """Add ``learned`` (rows: ``names``) to the evidence saved in the keyword set at ``path``,
+    under the set's lock (a concurrent enroll or run is never lost); returns the saved set, or
+    ``None`` when there was nothing to add."""
+    from .keyset import update_keyset
+
+    if not learned.hours.any() and not learned.counts.any():
+        return None
+
+    def add(keyset: KeywordSet | None) -> KeywordSet | None:
+        if keyset is None:
+            return None
+        saved = saved_evidence(keyset)
+        current = [kw.name for kw in keyset.keywords]
+        total = Evidence.empty(len(names))
+        for k, name in enumerate(names):
+            if name in current:
+                i = current.index(name)
+                total.counts[k] = saved.counts[i] + learned.counts[k]
+                total.hours[k] = min(MAX_HOURS, saved.hours[i] + learned.hours[k])
+        return with_evidence(keyset, names, total)
+
+    return update_keyset(path, add)

@@ -28,12 +28,13 @@ from pathlib import Path
 
 from . import __version__
 from .errors import KwsError, UsageError
-from .cliutil import (  # _spotter: importable here for eval.bench.startup
-    EXIT_OK, EXIT_USAGE, STOPPED, KEYSET_HELP, JSON_HELP, MOVED_MODEL_HELP, DETECT_THRESHOLD_HELP,
-    THRESHOLD_DIRECTION, MAIN_EPILOG, ENROLL_EXAMPLES, CALIBRATE_EXAMPLES, DETECT_EXAMPLES, KEYWORDS_EXAMPLES,
-    DEMO_EXAMPLES, MAKE_MODEL_HINT, CtrlC, Parser, _say, _spotter, add_calibration_options, add_command,
-    add_threads_option, describe_threshold, emit, is_live_argv, parse_rate, parse_threshold_option,
-    parse_threshold_value, pause_point, progress_on_terminal, rate_text, threshold_text,
+from .cliterm import EXIT_OK, EXIT_USAGE, STOPPED, CtrlC, _say, is_live_argv, pause_point, progress_on_terminal
+from .cliutil import (
+    KEYSET_HELP, JSON_HELP, MOVED_MODEL_HELP, DETECT_THRESHOLD_HELP, THRESHOLD_DIRECTION, MAIN_EPILOG,
+    ENROLL_EXAMPLES, CALIBRATE_EXAMPLES, DETECT_EXAMPLES, KEYWORDS_EXAMPLES, DEMO_EXAMPLES, MAKE_MODEL_HINT, Parser,
+    _spotter, add_adapt_option, add_calibration_options, add_command, add_threads_option, describe_threshold, emit,
+    parse_rate, save_adaptation,
+    parse_threshold_option, parse_threshold_value, rate_text, threshold_text,
 )
 from .cli_live import add_live_parsers
 from .cli_search import add_search_parser
@@ -43,7 +44,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from .calibrate import Background
     from .encoders import encoder_from_identity, load_encoder
     from .enroll import enroll, set_background, threshold_warning
-    from .keyset import check_keyword_name, locked_keyset
+    from .keyset import locked_keyset
+    from .keysetformat import check_keyword_name
     from .models import default_encoder_spec
 
     path = Path(args.keyset)
@@ -148,6 +150,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             _say(f"scores of {_shown(audio)} drawn in {_shown(pictures[i])}")
     if not args.json:
         _say(f"{total} detection(s) in {len(args.audio)} file(s)")
+    save_adaptation(args, spotter)
     return EXIT_OK
 
 
@@ -177,9 +180,11 @@ def _detect_realtime(args: argparse.Namespace) -> int:
         total += summary.detections
         if summary.stopped == "interrupt":
             _say(f"{STOPPED} at {summary.seconds:.1f} s of {_shown(audio)}: {total} detection(s)")
+            save_adaptation(args, spotter)
             return EXIT_OK
     if not args.json:
         _say(f"{total} detection(s) in {len(args.audio)} file(s)")
+    save_adaptation(args, spotter)
     return EXIT_OK
 
 
@@ -187,8 +192,10 @@ def cmd_keywords(args: argparse.Namespace) -> int:
     from .enroll import set_sensitivity, threshold_warning
     from .keyset import load_keyset, update_keyset
 
-    if (args.set is not None) != (args.threshold is not None or args.fa_per_hour is not None):
-        raise UsageError("--set NAME takes --threshold T or --fa-per-hour R (and they need --set NAME)")
+    if (args.set is not None) != (args.threshold is not None or args.fa_per_hour is not None
+                                  or args.reset_adaptation):
+        raise UsageError("--set NAME takes --threshold T, --fa-per-hour R or --reset-adaptation (and they need "
+                         "--set NAME)")
     if args.remove is not None or args.set is not None:
         warnings = []
 
@@ -198,6 +205,12 @@ def cmd_keywords(args: argparse.Namespace) -> int:
             if args.remove is not None:
                 return keyset.without(args.remove)
             name = args.set.strip()
+            if args.reset_adaptation:
+                from .adapt import without_evidence
+
+                keyset = without_evidence(keyset, name)
+                if args.threshold is None and args.fa_per_hour is None:
+                    return keyset
             if args.threshold is not None and (old := keyset.get(name)) is not None:
                 warnings.append(threshold_warning(old, args.threshold))  # against the keyword's target so far
             return set_sensitivity(keyset, name, threshold=args.threshold, fa_per_hour=args.fa_per_hour)
@@ -215,6 +228,7 @@ def cmd_keywords(args: argparse.Namespace) -> int:
     from .encoders import describe_identity
 
     frame_rate = _frame_rate(keyset.encoder)
+    adapted = _adapted(keyset)
     print(f"# {args.keyset}: encoder {describe_identity(keyset.encoder)}")
     for kw in keyset.keywords:
         if frame_rate is not None:  # template lengths in seconds: frames over the encoder's frame rate
@@ -224,8 +238,23 @@ def cmd_keywords(args: argparse.Namespace) -> int:
         expected = kw.calibration.get("expected_fa_per_hour")
         rate = f"\texpected_fa_per_hour={rate_text(expected)}" if expected is not None else ""
         print(f"{kw.name}\tthreshold={threshold_text(kw.threshold)} ({kw.threshold_source}){rate}"
-              f"\ttemplates={len(kw.templates)}\t{lengths}\t# {describe_threshold(kw)}")
+              f"\ttemplates={len(kw.templates)}\t{lengths}{adapted.get(kw.name, '')}\t# {describe_threshold(kw)}")
     return EXIT_OK
+
+
+def _adapted(keyset) -> dict[str, str]:
+    """Per keyword with saved adaptation: ``\tadapted=T (M min of speech)``, T the threshold a run
+    starts from (:mod:`kwsstream.adapt`)."""
+    import numpy as np
+
+    from .adapt import AdaptOptions, keyword_target, saved_evidence
+
+    evidence = saved_evidence(keyset)
+    base = np.array([kw.threshold for kw in keyset.keywords], np.float64)
+    targets = np.array([keyword_target(kw) for kw in keyset.keywords], np.float64)
+    now = evidence.thresholds(base, targets, AdaptOptions())
+    return {kw.name: f"\tadapted={threshold_text(now[k])} ({60 * evidence.hours[k]:.1f} min of speech)"
+            for k, kw in enumerate(keyset.keywords) if evidence.hours[k] > 0}
 
 
 def _frame_rate(identity: dict) -> float | None:
@@ -309,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "pip install matplotlib)")
     p.add_argument("--encoder", metavar="MODEL.onnx", help=MOVED_MODEL_HELP)
     add_threads_option(p)
+    add_adapt_option(p)
     p.set_defaults(func=cmd_detect, progress=True)
 
     p = add_command(sub, "keywords", "list the keywords of a set; remove one, or change its threshold without audio",
@@ -329,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --set: move the threshold to this many expected false alarms per hour on the "
                         "keyword's calibration background (no audio needed). Higher: more detections and more "
                         "false alarms; lower: fewer of both")
+    p.add_argument("--reset-adaptation", action="store_true",
+                   help="with --set: forget the speech this keyword's threshold adapted to (detect and listen "
+                        "start again from the enrolled threshold)")
     p.set_defaults(func=cmd_keywords)
 
     p = add_command(sub, "demo", "enroll the bundled examples and spot them live (microphone, else the bundled recording)",

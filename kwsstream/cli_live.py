@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from .cliterm import EXIT_OK, _say
 from .cliutil import (
-    EXIT_OK, KEYSET_HELP, JSON_HELP, MOVED_MODEL_HELP, DETECT_THRESHOLD_HELP, LISTEN_EXAMPLES, NO_MICROPHONE_HINT,
-    _say, _spotter, add_command, add_threads_option, emit, parse_threshold_option,
+    KEYSET_HELP, JSON_HELP, MOVED_MODEL_HELP, DETECT_THRESHOLD_HELP, LISTEN_EXAMPLES, NO_MICROPHONE_HINT, _spotter,
+    add_adapt_option, add_command, add_threads_option, emit, parse_threshold_option, save_adaptation,
 )
 from .errors import AudioError
 
@@ -19,11 +20,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     options = ListenOptions(device=args.device, rate=args.rate, seconds=args.seconds, queue_seconds=args.queue_seconds)
     names = [kw.name for kw in load_keyset(args.keyset).keywords]  # a bad set is refused before the device opens
 
+    made = []
+
     def spotter():  # called once the device captures: the encoder and kernels load while it buffers
         from .matcher import limit_blas_threads
 
         limit_blas_threads()
-        return _spotter(args)
+        made.append(_spotter(args))
+        return made[-1]
 
     try:  # Ctrl-C: the first stops cleanly (a summary line); one while loading, or a second: main says "stopped"
         with native_stderr_silenced():
@@ -33,6 +37,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if str(err).startswith("no input device:"):  # no microphone at all: say what to do instead
             raise AudioError(f"{err}; {NO_MICROPHONE_HINT}") from None
         raise
+    finally:  # also after Ctrl-C: what was heard until then is kept
+        if made:
+            save_adaptation(args, made[-1])
     return EXIT_OK
 
 
@@ -71,6 +78,7 @@ def add_live_parsers(sub) -> None:
                    help=f"audio held while processing catches up; beyond it the oldest is dropped with a warning "
                         f"(default {QUEUE_SECONDS:g})")
     add_threads_option(p)
+    add_adapt_option(p)
     p.set_defaults(func=cmd_listen, limit_blas=False)  # limited once the device captures (cmd_listen)
 
     p = add_command(sub, "devices", "list the audio input devices",

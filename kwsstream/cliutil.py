@@ -1,7 +1,7 @@
 """What the ``kwsstream`` commands share: the parser (with "did you mean" for a mistyped option),
 option parsers that name their option, help texts, and how an event or a threshold is told to a
 person (see ``cli.py``). The process's side - exit statuses, Ctrl-C, the progress line, ``_say``
-- is ``cliterm.py``'s; its names are importable from here too.
+- is ``cliterm.py``'s.
 
 Importing this module imports nothing heavy (no numpy, no numba): ``main`` takes over Ctrl-C
 before anything slow is loaded.
@@ -14,10 +14,7 @@ import difflib
 import json
 import textwrap
 
-from .cliterm import (  # noqa: F401  (the process's side, importable from here as ever)
-    EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, INTERRUPTED, LIVE_COMMANDS, PAUSE_ENV, STOPPED, CtrlC,
-    ProgressLine, _say, is_live_argv, pause_point, progress_on_terminal,
-)
+from .cliterm import _say
 from .errors import KeysetError, UsageError
 
 
@@ -78,14 +75,14 @@ def describe_threshold(kw) -> str:
         return f"calibrated to {cal['fa_per_hour']:g} false alarms/hour: {rate}"
     if kw.threshold_source == "user":
         return "set by you" + (f"; {rate}" if rate else "")
-    return f"{kw.threshold_source} (set by an older kwsstream: 'kwsstream calibrate' sets it to a false-alarm rate)"
+    return f"{kw.threshold_source} (no false-alarm rate recorded: 'kwsstream calibrate' sets it to one)"
 
 
 # --- options -----------------------------------------------------------------------------------
 
 def parse_threshold_option(text: str) -> tuple[str | None, float]:
     """``--threshold T`` (every keyword) or ``--threshold NAME=T`` (one keyword), repeatable."""
-    from .keyset import parse_threshold
+    from .keysetformat import parse_threshold
 
     name, sep, value = text.rpartition("=")
     return (name.strip() if sep else None), parse_threshold(value)
@@ -93,7 +90,7 @@ def parse_threshold_option(text: str) -> tuple[str | None, float]:
 
 def parse_threshold_value(text: str) -> float:
     """``--threshold T`` of enroll and keywords."""
-    from .keyset import parse_threshold
+    from .keysetformat import parse_threshold
 
     return parse_threshold(text)
 
@@ -125,6 +122,24 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=parse_threads, metavar="N",
                    help="threads for an ONNX encoder (default: 1 for small models such as speech_embedding, "
                         "the physical cores for large ones; OMP_NUM_THREADS also sets it)")
+
+
+def add_adapt_option(p: argparse.ArgumentParser) -> None:
+    """``--no-adapt``: keep the thresholds as enrolled (see :func:`_spotter`, :mod:`kwsstream.adapt`)."""
+    p.add_argument("--no-adapt", dest="adapt", action="store_false",
+                   help="keep every threshold as enrolled; by default each keyword calibrated to a false-alarm "
+                        "rate moves its threshold toward that rate on the speech heard (its impostor matches "
+                        "outside detections), and what was heard is saved with the set for the next run "
+                        "('kwsstream keywords' shows it; --reset-adaptation forgets it)")
+
+
+def save_adaptation(args: argparse.Namespace, spotter) -> None:
+    """After a run: the speech evidence its streams gathered joins the set's (under its lock)."""
+    if not getattr(args, "adapt", False) or spotter is None or spotter.options.adapt is None:
+        return
+    from .adapt import save_learned
+
+    save_learned(args.keyset, spotter.names, spotter.learned())  # quietly: 'keywords' shows it
 
 
 DEFAULT_RATE_MARK = "{DEFAULT_FA_PER_HOUR}"
@@ -225,7 +240,13 @@ def _spotter(args: argparse.Namespace):
             if warning:
                 _say(f"kwsstream: warning: {warning}")
     encoder = load_encoder(args.encoder) if args.encoder else None
-    return Spotter(keyset, encoder, thresholds=thresholds or None)
+    options = None
+    if getattr(args, "adapt", False):
+        from .adapt import AdaptOptions
+        from .spotter import SpotterOptions
+
+        options = SpotterOptions(adapt=AdaptOptions())
+    return Spotter(keyset, encoder, thresholds=thresholds or None, options=options)
 
 
 # --- help texts --------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ not when this module is imported, so ``import kwsstream`` stays cheap.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .adapt import AdaptOptions, keyword_target, saved_evidence
+from .adapt import AdaptOptions, Evidence, keyword_target, saved_evidence
 from .encoders import Encoder, describe_identity, encoder_from_identity, same_identity
 from .errors import AudioError, KeysetError, UsageError
 from .keyset import KeywordSet, load_keyset
@@ -150,6 +151,8 @@ class Spotter:
             overridden = set(thresholds) if isinstance(thresholds, Mapping) else set(self.names)
             self.targets[[k for k, n in enumerate(self.names) if n in overridden]] = np.nan
         self.evidence = saved_evidence(keyset)
+        self._learned = Evidence.empty(len(self.names))  # what its streams added (adaptation)
+        self._learned_lock = threading.Lock()
         frames, keyword_of, self._template_index = [], [], []
         for k, kw in enumerate(keyset.keywords):
             for i, t in enumerate(kw.templates):
@@ -174,6 +177,18 @@ class Spotter:
         if not keyset.keywords:
             raise KeysetError(f"{path}: the keyword set has no keywords: enroll one first")
         return cls(keyset, encoder, thresholds=thresholds, options=options, threads=threads)
+
+    def learned(self) -> Evidence:
+        """The impostor evidence this spotter's adapting streams gathered (each stream's share
+        is added when it is flushed or reset): what ``kwsstream`` saves with the keyword set
+        (:func:`kwsstream.adapt.save_learned`) so that the next run starts from it."""
+        with self._learned_lock:
+            return self._learned.copy()
+
+    def _add_learned(self, evidence: Evidence) -> None:
+        with self._learned_lock:
+            self._learned.counts += evidence.counts
+            self._learned.hours += evidence.hours
 
     def create_stream(self, source: str = "", score_sink: ScoreSink | None = None) -> Stream:
         """A new stream (its own encoder, gate, matcher and detector state); ``source`` labels
@@ -244,6 +259,7 @@ class Stream:
             self.adapter = Adapter(spotter.thresholds, spotter.targets, spotter.evidence.copy(),
                                    spotter.encoder.grid.frame_rate, spotter.options.adapt, spotter.options.detector)
             self._detector.thresholds[:] = self.adapter.thresholds
+            self._delivered = spotter.evidence.copy()  # evidence already counted by the spotter
         self._start_time = 0.0
         self._front_done = self._back_done = False  # encode_end / flush_encoded called
         self.samples_fed = 0
@@ -259,6 +275,7 @@ class Stream:
         self._matcher.reset()
         self._detector.reset()
         if self.adapter is not None:
+            self._deliver()
             self.adapter.reset()
         self._start_time = float(start_time)
         self._front_done = self._back_done = False
@@ -267,11 +284,6 @@ class Stream:
     @property
     def start_time(self) -> float:
         """Seconds added to every event time: where this stream started (see :meth:`reset`)."""
-        return self._start_time
-
-    @property
-    def time_offset(self) -> float:
-        """Old name of :attr:`start_time` (read-only: use ``reset(start_time=...)``)."""
         return self._start_time
 
     @property
@@ -304,6 +316,12 @@ class Stream:
         if self.adapter is not None and self.adapter.push(k_score, k_start, k_tpl, frame0, rows):
             self._detector.thresholds[:] = self.adapter.thresholds  # from the next block on: causal
         return events
+
+    def _deliver(self) -> None:
+        """Hand the evidence gathered since the last delivery to the spotter (:meth:`Spotter.learned`)."""
+        now = self.adapter.evidence
+        self.spotter._add_learned(Evidence(now.counts - self._delivered.counts, now.hours - self._delivered.hours))
+        self._delivered = now.copy()
 
     @property
     def thresholds(self) -> np.ndarray:
@@ -348,6 +366,7 @@ class Stream:
         rows = self._detector.flush()
         if self.adapter is not None:
             self.adapter.flush(rows)
+            self._deliver()
         return events + self.spotter._events(rows, self.source, self._start_time, self._detector.thresholds)
 
     def _checked(self, samples: np.ndarray) -> np.ndarray:

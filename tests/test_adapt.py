@@ -158,3 +158,36 @@ def test_evidence_is_saved_with_the_keyword_set_and_reset(tmp_path):
     assert back.counts[1].sum() == 0 and back.hours[1] == 0  # a hand-set threshold keeps none
     reset = saved_evidence(without_evidence(load_keyset(path), "uno"))
     assert reset.counts.sum() == 0 and reset.hours.sum() == 0
+
+
+def test_detect_adapts_saves_what_it_heard_and_keywords_shows_and_resets_it(tmp_path):
+    """The default path: detect adapts and saves the speech it heard with the set; keywords shows
+    it; --no-adapt leaves the set untouched; --reset-adaptation forgets it."""
+    from cli_helpers import run_main as cli
+
+    from kwsstream.demo import data_dir, example_files
+    from kwsstream.keyset import load_keyset
+
+    keyset = tmp_path / "k.kws"
+    for name, files in example_files().items():
+        assert cli("enroll", "-k", keyset, "--encoder", "mfcc", name, *files).returncode == 0
+    stream = data_dir() / "stream.flac"
+    before = keyset.read_bytes()
+    assert cli("detect", "-k", keyset, stream, "--no-adapt").returncode == 0
+    assert keyset.read_bytes() == before
+    result = cli("detect", "-k", keyset, stream)
+    assert result.returncode == 0
+    evidence = saved_evidence(load_keyset(keyset))
+    assert np.all(evidence.hours > 0) and evidence.counts.sum() > 0
+    assert np.all(evidence.hours < 30 / 3600)  # no more speech than the 30 s recording holds
+    listing = cli("keywords", "-k", keyset).stdout
+    assert listing.count("adapted=") == len(example_files())
+    # a second run adds to what the first saved
+    assert cli("detect", "-k", keyset, stream).returncode == 0
+    again = saved_evidence(load_keyset(keyset))
+    assert np.allclose(again.hours, 2 * evidence.hours) and again.counts.sum() == 2 * evidence.counts.sum()
+    name = next(iter(example_files()))
+    assert cli("keywords", "-k", keyset, "--set", name, "--reset-adaptation").returncode == 0
+    reset = saved_evidence(load_keyset(keyset))
+    assert reset.hours[0] == 0 and reset.counts[0].sum() == 0 and np.all(reset.hours[1:] > 0)
+    assert cli("keywords", "-k", keyset).stdout.count("adapted=") == len(example_files()) - 1

@@ -24,11 +24,12 @@ from eval import streamscore as scoring
 from eval.stream import cached_trace, conditioned_audio, encoder_label
 from eval.streamadapt import replay_adaptive, two_pass_thresholds
 from eval.streamcorpus import load_corpus, read_truth
-from eval.streamkeys import enrolled_keyset
-from kwsstream.adapt import AdaptOptions
+from eval.streamkeys import enrolled_keyset, thresholds_for
+from kwsstream.adapt import AdaptOptions, keyword_target
 
 
-def runs(out: Path, corpora: list[str], negatives: list[str], conditions: list[str], spec: str, root: Path):
+def runs(out: Path, corpora: list[str], negatives: list[str], conditions: list[str], spec: str, root: Path,
+         target: float | None = None):
     """(corpus, condition, spotter, targets, [(trace, truth)]) for each corpus and condition."""
     from kwsstream.encoders import load_encoder
     from kwsstream.spotter import Spotter
@@ -41,7 +42,11 @@ def runs(out: Path, corpora: list[str], negatives: list[str], conditions: list[s
         names = list(corpus.keywords)
         keyset, path = enrolled_keyset(out, corpus, names, encoder, label)
         spotter = Spotter(keyset, encoder)
-        targets = np.array([kw.calibration.get("fa_per_hour") or 3.0 for kw in keyset.keywords], np.float64)
+        if target is not None:  # every keyword moved to this rate along its curve (what --fa-per-hour does)
+            spotter = Spotter(keyset, encoder, thresholds=dict(zip(names, thresholds_for(keyset, names, target))))
+            targets = np.full(len(names), target)
+        else:
+            targets = np.array([keyword_target(kw) for kw in keyset.keywords], np.float64)
         for condition in conditions:
             items = []
             for owner in [corpus, *negs]:
@@ -87,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", nargs="*", default=["fr-armelle"])
     parser.add_argument("--negatives", nargs="*", default=["music-test"])
     parser.add_argument("--conditions", nargs="+", default=["dry", "room"])
+    parser.add_argument("--target", type=float, help="false alarms per hour asked of every keyword (default: each "
+                                                      "keyword's enrollment target)")
     parser.add_argument("--prior-hours", type=float, nargs="+", default=[0.02, 0.1])
     parser.add_argument("--max-up", type=float, nargs="+", default=[0.05, 0.1])
     parser.add_argument("--max-down", type=float, nargs="+", default=[0.05])
@@ -101,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| set | corpus | condition | setting | FRR micro / macro | FA/h/kw all / speech (n) |")
     print("|---|---|---|---|---|---|")
     for corpus, condition, spotter, targets, items in runs(args.out, args.fit + args.check, args.negatives,
-                                                           args.conditions, args.encoder, args.corpora_root):
+                                                           args.conditions, args.encoder, args.corpora_root,
+                                                           args.target):
         role = "fit" if corpus in args.fit else "check"
         for label, adapt in settings:
             mode = label.split()[0]
