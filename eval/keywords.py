@@ -362,7 +362,7 @@ def measure_borrowed_check(cache: Path = deb.DEFAULT_CACHE, others: int = 10, se
     transcript and ``others`` June transcripts of similar length. True accept: the own transcript
     beats the first ``n`` others by ``margin``; false accept: the first other (a wrong transcript,
     as if swapped with another prompt's) beats the next ``n`` by ``margin``. ``python -c "from
-    eval.prompts import measure_borrowed_check as m; [print(r) for r in m()]"`` (~2 min).
+    eval.keywords import measure_borrowed_check as m; [print(r) for r in m()]"`` (~2 min).
     """
     june = [p for p in deb.prompts(deb.SOURCES["fr"], cache) if p.words]
     pool = [p.transcript for p in june]

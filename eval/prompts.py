@@ -18,7 +18,7 @@ inflecting a keyword are ``ignore`` spans too (truth CSV ``keyword,start,end,pro
 :data:`KIND_IGNORE`). One-word prompts are timed by their energy trim.
 
 Keyword choice (aligned prompts, the keyword rules, the borrowed-transcript check) lives in
-:mod:`eval.keywords`; its names are importable from here too.
+:mod:`eval.keywords`.
 """
 
 from __future__ import annotations
@@ -36,21 +36,11 @@ import soundfile as sf
 
 from eval import align as aligner
 from eval import debian_audio as deb
-from eval.keywords import (ALIGNMENT_CACHE_VERSION, DECOY_MARGIN, DECOYS, ENROLL_EXAMPLES,
-                           INFLECTION_ENDING, MIN_KEYWORD_LETTERS, MIN_KEYWORD_SYLLABLES,
-                           STOP_WORDS, Item, Selection, align_items, candidate_words,
-                           check_borrowed, dont_care, eligible, measure_borrowed_check, related,
-                           select_keywords, stem, syllables, trim_check, whole_word_alignment)
+from eval.keywords import (DECOY_MARGIN, DECOYS, Item, Selection, align_items, check_borrowed, select_keywords,
+                           trim_check)
 from kwsstream.errors import KwsError, UsageError
 
 __all__ = [
-    # keyword choice, from eval.keywords (importable from here as before the split)
-    "ALIGNMENT_CACHE_VERSION", "DECOYS", "DECOY_MARGIN", "ENROLL_EXAMPLES", "INFLECTION_ENDING",
-    "MIN_KEYWORD_LETTERS", "MIN_KEYWORD_SYLLABLES", "STOP_WORDS", "Item", "Selection",
-    "align_items", "candidate_words", "check_borrowed", "dont_care", "eligible",
-    "measure_borrowed_check", "related", "select_keywords", "stem", "syllables", "trim_check",
-    "whole_word_alignment",
-    # streams and corpora
     "FORMAT", "VERSION", "SAMPLE_RATE", "PAUSE_RANGE_S", "PAUSE_LEVEL_DBFS", "LANGUAGES",
     "TRUTH_HEADER", "KIND_KEYWORD", "KIND_IGNORE", "CorpusError", "Piece", "pink_noise", "layout",
     "write_stream", "safe_name", "write_manifest", "read_manifest", "ignore_spans",

@@ -134,7 +134,7 @@ class Score:
 
 
 def overlaps(ev_start: np.ndarray, ev_end: np.ndarray, tr_start: np.ndarray, tr_end: np.ndarray) -> np.ndarray:
-    """(events, occurrences) bool: :func:`kwsstream.demo.matches` for one keyword, vectorised."""
+    """(events, occurrences) bool: :func:`kwsstream.truth.matches` for one keyword, vectorised."""
     return ((np.asarray(ev_start)[:, None] < np.asarray(tr_end)[None, :] + TOLERANCE)
             & (np.asarray(ev_end)[:, None] > np.asarray(tr_start)[None, :] - TOLERANCE))
 

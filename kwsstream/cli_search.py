@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .cliutil import EXIT_OK, _say, add_command, add_threads_option, parse_threshold_option
+from .cliterm import EXIT_OK, _say
+from .cliutil import add_command, add_threads_option, parse_threshold_option
 from .errors import UsageError
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .keyset import load_keyset
-    from .search import SpotterSpec, TlsFiles, search
+    from .search import search
+    from .searchworkers import SpotterSpec, TlsFiles
 
     tls_given = [args.tls_ca_file, args.tls_cert, args.tls_key]
     if any(tls_given) and not all(tls_given):

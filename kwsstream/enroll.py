@@ -33,7 +33,8 @@ from .calibrate import (DEFAULT_FA_PER_HOUR, OPEN_THRESHOLD, Background, FaCurve
 from .encoders import Encoder, describe_identity, same_identity
 from .encoders.base import SAMPLE_RATE, FrameGrid
 from .errors import AudioError, KeysetError, UsageError
-from .keyset import Keyword, KeywordSet, Template, check_threshold
+from .keyset import Keyword, KeywordSet, Template
+from .keysetformat import check_threshold
 from .ratemap import RateMap, rate_map_for
 
 MIN_TEMPLATE_SECONDS = 0.2

@@ -3,9 +3,8 @@
 The data classes (:class:`KeywordSet`, :class:`Keyword`, :class:`Template`), saving, loading and
 the locked update. The file format itself — its layout, the size limits, reading it before
 anything is allocated, and every check of its values (:func:`check_keyword_name`,
-:func:`check_threshold`, ...) — is :mod:`kwsstream.keysetformat`; its public names are
-importable from here too. Loading and saving validate by the same rules
-(:func:`kwsstream.keysetformat.check_header`).
+:func:`check_threshold`, ...) — is :mod:`kwsstream.keysetformat`. Loading and saving validate
+by the same rules (:func:`kwsstream.keysetformat.check_header`).
 
 Changing a set: load, modify and save under a lock, so that two processes enrolling into one set
 at the same time both land (the second waits for the first)::
@@ -39,26 +38,13 @@ import numpy as np
 
 from .calibration_record import ThresholdSource
 from .errors import KeysetError
-from .keysetformat import (
-    FORMAT, MAX_CALIBRATION_BYTES, MAX_CALIBRATION_DEPTH, MAX_DIM, MAX_FILE_BYTES, MAX_FRAME_VALUE, MAX_FRAMES_BYTES,
-    MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_KEYWORDS, MAX_NAME_CHARS, MAX_NPY_HEADER, MAX_SOURCE_CHARS,
-    MAX_TEMPLATE_FRAMES, MAX_TEMPLATES, MAX_THRESHOLD, MAX_ZERO_ROWS, MEMBERS, MIN_TEMPLATE_FRAMES,
-    READABLE_VERSIONS, THRESHOLD_SOURCES, VERSION, check_header, check_keyword_name, check_threshold,
-    parse_threshold,
-)
+from .keysetformat import FORMAT, MAX_FRAMES_BYTES, MAX_HEADER_BYTES, VERSION, check_header
 from .keysetread import read_bytes, read_file
 from .safefile import atomic_write, real_target, remove_stale_temporaries, umask
 
 __all__ = [
-    # this module's
     "LOCK_TIMEOUT", "Keyword", "KeywordSet", "Template", "load_keyset", "load_keyset_bytes", "lock_path",
     "locked_keyset", "read_keyset_file", "save_keyset", "update_keyset",
-    # kwsstream.keysetformat's, importable from here as ever
-    "FORMAT", "MAX_CALIBRATION_BYTES", "MAX_CALIBRATION_DEPTH", "MAX_DIM", "MAX_FILE_BYTES", "MAX_FRAME_VALUE",
-    "MAX_FRAMES_BYTES", "MAX_HEADER_BYTES", "MAX_JSON_DEPTH", "MAX_KEYWORDS", "MAX_NAME_CHARS", "MAX_NPY_HEADER",
-    "MAX_SOURCE_CHARS", "MAX_TEMPLATE_FRAMES", "MAX_TEMPLATES", "MAX_THRESHOLD", "MAX_ZERO_ROWS", "MEMBERS",
-    "MIN_TEMPLATE_FRAMES", "READABLE_VERSIONS", "THRESHOLD_SOURCES", "VERSION", "check_keyword_name",
-    "check_threshold", "parse_threshold",
 ]
 
 LOCK_TIMEOUT = 600.0

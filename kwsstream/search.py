@@ -17,8 +17,7 @@ worker). Dask (the ``search`` extra) is imported only for a cluster. The spotter
 worker, not per file: a :class:`SpotterSpec` (the keyword set file's bytes, the encoder
 override, the thresholds) builds the Spotter into a per-process cache keyed by the spec's
 content hash; each task names only that key and a path. That side (spec, spotter cache, one
-file's task, the pool, the cluster) is :mod:`kwsstream.searchworkers`; its names stay
-importable from here.
+file's task, the pool, the cluster) is :mod:`kwsstream.searchworkers`.
 
 **Resumable** (:mod:`kwsstream.searchstate`, which also expands the paths). With ``out``, a
 sidecar state file ``OUT.state.jsonl`` (JSON lines: a header
@@ -50,21 +49,13 @@ from typing import Any
 
 from .errors import UsageError
 from .safefile import atomic_write, existing_regular, real_target
-from .searchstate import (
-    AUDIO_SUFFIXES, STATE_SUFFIX, STATE_VERSION, SearchState, expand_paths, file_entry, json_line, state_path,
-)
+from .searchstate import SearchState, expand_paths, file_entry, json_line, state_path
 from .searchworkers import (
-    SEARCH_EXTRA_HINT, FileEntry, FileResult, SpotterSpec, TlsFiles, check_scheduler, connect_scheduler, dask_available,
-    import_dask, max_workers, run_local, run_on_dask, search_file, spotter_for,
+    FileEntry, FileResult, SpotterSpec, TlsFiles, check_scheduler, connect_scheduler, import_dask, max_workers,
+    run_local, run_on_dask, search_file, spotter_for,
 )
 
-__all__ = [
-    "AUDIO_SUFFIXES", "COLUMNS", "PROGRESS_SECONDS", "STATE_SUFFIX", "STATE_VERSION", "Progress", "SearchResult",
-    "SearchState", "expand_paths", "rank_hits", "search", "state_path", "write_table",
-    # kwsstream.searchworkers's, importable from here as ever
-    "SEARCH_EXTRA_HINT", "FileEntry", "FileResult", "SpotterSpec", "TlsFiles", "dask_available", "search_file",
-    "spotter_for",
-]
+__all__ = ["COLUMNS", "PROGRESS_SECONDS", "Progress", "SearchResult", "rank_hits", "search", "write_table"]
 
 COLUMNS = ("keyword", "file", "start", "end", "cost", "rank")
 PROGRESS_SECONDS = 10.0

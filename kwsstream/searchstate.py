@@ -10,7 +10,7 @@
   the wrong types — is skipped and counted in one warning; that file is searched again); never
   unpickled. File names that are not UTF-8 are written as JSON escapes and read back unchanged.
 
-:mod:`kwsstream.search` runs the search and re-exports these names.
+:mod:`kwsstream.search` runs the search.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from kwsstream.cli import main
 from script_helpers import load_script
 from kwsstream.errors import KeysetError
 from kwsstream.keyset import (
-    MAX_THRESHOLD, Keyword, KeywordSet, Template, check_keyword_name, check_threshold, load_keyset, lock_path,
-    locked_keyset, save_keyset, update_keyset,
+    Keyword, KeywordSet, Template, load_keyset, lock_path, locked_keyset, save_keyset, update_keyset,
 )
+from kwsstream.keysetformat import MAX_THRESHOLD, check_keyword_name, check_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "kwsstream" / "data"

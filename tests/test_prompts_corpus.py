@@ -11,7 +11,7 @@ import pytest
 
 from eval import align as aligner
 from eval import debian_audio as deb
-from eval import prompts
+from eval import keywords, prompts
 from eval.espeak import Voice, synthesize_many
 
 SENTENCES = (
@@ -121,16 +121,16 @@ def test_whole_word_prompt_spans_its_energy():
     rate = prompts.SAMPLE_RATE
     audio = np.zeros(rate, dtype=np.float32)
     audio[4000:12000] = 0.5 * np.sin(np.arange(8000) * 0.3)
-    word = prompts.whole_word_alignment(audio, "seven").words[0]
+    word = keywords.whole_word_alignment(audio, "seven").words[0]
     assert word.trusted and abs(word.start - 0.25) < 0.06 and abs(word.end - 0.75) < 0.06
 
 
-def _item(name: str, text: str, untrusted: tuple[str, ...] = ()) -> prompts.Item:
+def _item(name: str, text: str, untrusted: tuple[str, ...] = ()) -> keywords.Item:
     words = deb.words_of(text)
     times = tuple(aligner.WordTime(w, i, 0.1 * i, 0.1 * i + 0.1, 0.0, w not in untrusted)
                   for i, w in enumerate(words))
     prompt = deb.Prompt(name, deb.Path("/nonexistent.npy"), text, "s")
-    return prompts.Item(prompt, aligner.Alignment(times, 0.5))
+    return keywords.Item(prompt, aligner.Alignment(times, 0.5))
 
 
 def test_keyword_selection_keeps_untrusted_occurrences_as_dont_care():
@@ -139,7 +139,7 @@ def test_keyword_selection_keeps_untrusted_occurrences_as_dont_care():
     items = [_item(f"a{i}", "please type the password now") for i in range(8)]
     items.append(_item("bad", "the password again", untrusted=("password",)))
     items += [_item(f"b{i}", "conference volume") for i in range(3)]
-    selection = prompts.select_keywords(items, items, "en", count=1, seed=0, same_speaker=True)
+    selection = keywords.select_keywords(items, items, "en", count=1, seed=0, same_speaker=True)
     assert list(selection.enroll) == ["password"]
     enrolled = {i.prompt.name for i, _ in selection.enroll["password"]}
     stream = {i.prompt.name for i in selection.stream}
@@ -152,42 +152,42 @@ def test_keyword_selection_keeps_untrusted_occurrences_as_dont_care():
 def test_keyword_rule():
     """At least 2 syllables (vowel groups; French mute final e, English silent e/es/ed not
     counted), 5 letters, no function word; no two chosen keywords related."""
-    assert [prompts.syllables(w, "en") for w in
+    assert [keywords.syllables(w, "en") for w in
             ("press", "pressed", "phone", "simple", "enter", "entered", "sorry", "voices",
              "names", "wanted", "conference")] == [1, 1, 1, 2, 2, 2, 2, 2, 1, 2, 3]
-    assert [prompts.syllables(w, "fr") for w in
+    assert [keywords.syllables(w, "fr") for w in
             ("passe", "passes", "dièse", "message", "désolé", "joindre", "personne",
              "conférence", "appuyez")] == [1, 1, 1, 2, 3, 1, 2, 3, 2]
-    assert not prompts.eligible("press", "en") and not prompts.eligible("phone", "en")
-    assert not prompts.eligible("about", "en") and not prompts.eligible("dial", "en")
-    assert not prompts.eligible("pin2go", "en") and prompts.eligible("password", "en")
-    assert not prompts.eligible("passe", "fr") and prompts.eligible("message", "fr")
-    assert prompts.related("participant", "participants")
-    assert prompts.related("enter", "entered") and prompts.related("porte", "ports")
-    assert not prompts.related("increase", "decrease")
-    assert not prompts.related("password", "conference")
+    assert not keywords.eligible("press", "en") and not keywords.eligible("phone", "en")
+    assert not keywords.eligible("about", "en") and not keywords.eligible("dial", "en")
+    assert not keywords.eligible("pin2go", "en") and keywords.eligible("password", "en")
+    assert not keywords.eligible("passe", "fr") and keywords.eligible("message", "fr")
+    assert keywords.related("participant", "participants")
+    assert keywords.related("enter", "entered") and keywords.related("porte", "ports")
+    assert not keywords.related("increase", "decrease")
+    assert not keywords.related("password", "conference")
     items = [_item(f"a{i}", "the participants may enter the conference") for i in range(6)]
     items += [_item(f"b{i}", "one participant entered the conference") for i in range(6)]
     items += [_item(f"c{i}", "press volume to increase the volume") for i in range(4)]
     items += [_item(f"d{i}", "press to decrease") for i in range(4)]
-    selection = prompts.select_keywords(items, items, "en", count=10, seed=0, same_speaker=True)
+    selection = keywords.select_keywords(items, items, "en", count=10, seed=0, same_speaker=True)
     chosen = list(selection.enroll)
     assert chosen[:2] == ["conference", "volume"]
     assert "press" not in chosen and {"increase", "decrease"} <= set(chosen)
     assert not ({"participant", "participants"} <= set(chosen))
     assert not ({"enter", "entered"} <= set(chosen))
     for a in chosen:
-        assert not any(prompts.related(a, b) for b in chosen if b != a)
+        assert not any(keywords.related(a, b) for b in chosen if b != a)
 
 
 def test_ignore_rows_from_a_hand_made_transcript(tmp_path):
     """Words containing or inflecting a keyword, and keyword occurrences inside a hyphenated
     compound, become ``ignore`` rows with their own times, or the whole prompt when untrusted."""
-    assert prompts.dont_care("entered", "enter") and prompts.dont_care("passwords", "password")
-    assert prompts.dont_care("participant", "participants")
-    assert prompts.dont_care("increasing", "increase") and prompts.dont_care("entrer", "entrez")
-    assert not prompts.dont_care("enter", "enter") and not prompts.dont_care("decrease", "increase")
-    assert not prompts.dont_care("center", "entered") and not prompts.dont_care("pass", "password")
+    assert keywords.dont_care("entered", "enter") and keywords.dont_care("passwords", "password")
+    assert keywords.dont_care("participant", "participants")
+    assert keywords.dont_care("increasing", "increase") and keywords.dont_care("entrer", "entrez")
+    assert not keywords.dont_care("enter", "enter") and not keywords.dont_care("decrease", "increase")
+    assert not keywords.dont_care("center", "entered") and not keywords.dont_care("pass", "password")
     text = "Please re-enter your password. Passwords entered: enter them again."
     item = _item("p", text)
     words = [w.word for w in item.alignment.words]

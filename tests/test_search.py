@@ -12,7 +12,9 @@ import soundfile as sf
 
 from kwsstream.cli import main
 from kwsstream.errors import UsageError
-from kwsstream.search import SpotterSpec, expand_paths, search, state_path
+from kwsstream.search import search
+from kwsstream.searchstate import expand_paths, state_path
+from kwsstream.searchworkers import SpotterSpec
 from kwsstream.spotter import Spotter
 
 

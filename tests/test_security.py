@@ -602,7 +602,8 @@ def test_a_tls_scheduler_needs_a_certificate_of_its_ca(keyset, archive, tmp_path
     distributed = pytest.importorskip("distributed")
     import logging
 
-    from kwsstream.search import TlsFiles, search
+    from kwsstream.search import search
+    from kwsstream.searchworkers import TlsFiles
 
     ca, cert, key = make_certificates(tmp_path, "cluster")
     security = distributed.security.Security(
@@ -710,7 +711,8 @@ def test_invisible_characters_in_keyword_names_are_refused(tmp_path, name, codep
 
 def test_keyword_names_are_normalised_to_nfc(tmp_path):
     """One word typed two ways (precomposed é, or e + combining acute) is one keyword."""
-    from kwsstream.keyset import check_keyword_name, load_keyset, update_keyset
+    from kwsstream.keyset import load_keyset, update_keyset
+    from kwsstream.keysetformat import check_keyword_name
 
     decomposed, composed = "cafe\u0301", "caf\u00e9"
     assert check_keyword_name(decomposed) == composed

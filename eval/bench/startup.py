@@ -41,7 +41,8 @@ BUDGET = 1.0
 PHASES = r"""
 import sys, time
 t0 = time.perf_counter()
-from kwsstream.cli import _spotter, build_parser
+from kwsstream.cli import build_parser
+from kwsstream.cliutil import _spotter
 from kwsstream.matcher import limit_blas_threads
 t1 = time.perf_counter()
 args = build_parser().parse_args(["detect", "-k", sys.argv[1], sys.argv[2]])
