@@ -135,7 +135,7 @@ def add_adapt_option(p: argparse.ArgumentParser) -> None:
 
 def save_adaptation(args: argparse.Namespace, spotter) -> None:
     """After a run: the speech evidence its streams gathered joins the set's (under its lock)."""
-    if not getattr(args, "adapt", False) or spotter is None or spotter.options.adapt is None:
+    if spotter is None or spotter.options.adapt is None:
         return
     from .adapt import save_learned
 
@@ -241,7 +241,7 @@ def _spotter(args: argparse.Namespace):
                 _say(f"kwsstream: warning: {warning}")
     encoder = load_encoder(args.encoder) if args.encoder else None
     options = None
-    if getattr(args, "adapt", False):
+    if getattr(args, "adapt", False) and getattr(args, "plot", None) is None:  # a plot draws fixed thresholds
         from .adapt import AdaptOptions
         from .spotter import SpotterOptions
 
