@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 
 from .errors import KeysetError
 
-ThresholdSource = Literal["calibrated", "user", "default"]
+ThresholdSource = Literal["calibrated", "user"]
 """Who set a keyword's threshold."""
 THRESHOLD_SOURCES: tuple[str, ...] = get_args(ThresholdSource)
 RatesKind = Literal["background", "own speech"]

@@ -8,7 +8,7 @@ is allocated, never unpickled: :mod:`kwsstream.keysetread`):
 
       {"format": "kwsstream-keyset", "version": 1,
        "encoder": {...encoder identity...},
-       "keywords": [{"name": str, "threshold": float, "threshold_source": "calibrated"|"user"|"default",
+       "keywords": [{"name": str, "threshold": float, "threshold_source": "calibrated"|"user",
                      "calibration": {...}, "templates": [{"frames": int, "source": str,
                      "segment": [start_s, end_s]}, ...]}, ...]}
 
@@ -22,9 +22,8 @@ thresholds (:func:`check_threshold`), template frame counts and values, each key
 calibration record (:class:`kwsstream.calibration_record.Calibration`). Every problem is one
 :class:`KeysetError` line that names the file.
 
-The data classes, saving, loading and the locked update are :mod:`kwsstream.keyset`'s (which
-re-exports every public name here); this module knows nothing of them: :func:`check_header`
-returns plain values.
+The data classes, saving, loading and the locked update are :mod:`kwsstream.keyset`'s; this
+module knows nothing of them: :func:`check_header` returns plain values.
 """
 
 from __future__ import annotations

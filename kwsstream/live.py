@@ -33,7 +33,6 @@ from .encoders.base import SAMPLE_RATE
 from .errors import UsageError
 from .pipeline import BLOCK_SECONDS, QUEUE_SECONDS, BlockQueue, Pipeline, Summary
 
-ListenSummary = Summary
 STATUS_INTERVAL = 0.25
 """Seconds between redraws of the live status line on a terminal."""
 PLAIN_STATUS_INTERVAL = 30.0
