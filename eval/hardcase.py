@@ -59,8 +59,6 @@ BABBLE_VOICES = (Voice("es", "m2", 170, 50), Voice("es-419", "f3", 180, 55), Voi
 OCCURRENCES_PER_KEYWORD = 2
 DEFAULT_SNR_DB = 10.0
 DEFAULT_SEED = 11
-TOLERANCE_S = TOLERANCE
-"""An event is a hit when it overlaps the spoken keyword widened by this much on each side."""
 BLOCK_SECONDS = 0.1
 """Audio fed per ``Stream.feed`` call (a microphone's block)."""
 NEGATIVE_WINDOW_S = 0.5
@@ -211,7 +209,7 @@ def separation(encoder: Encoder, keyset: KeywordSet, case: HardCase) -> list[Sep
         hits = []
         for occ in case.stream.truth:
             if occ.keyword == kw.name:
-                hits.append(float(curve[(centres >= occ.start - 0.1) & (centres <= occ.end + TOLERANCE_S)].min()))
+                hits.append(float(curve[(centres >= occ.start - 0.1) & (centres <= occ.end + TOLERANCE)].min()))
                 near |= (centres >= occ.start - NEAR_S[0]) & (centres <= occ.end + NEAR_S[1])
         everywhere = np.ones(len(negative), bool)
         negatives = np.array(_window_minima(curve, centres, ~near, case.stream.duration)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.hardcase import NEAR_S, TOLERANCE_S, score_curve
+from eval.hardcase import NEAR_S, score_curve
 from eval.espeak import Voice
 from eval.scenes import build_scene, enrollment_clips, write_audio
 from kwsstream.encoders.mfcc import MfccEncoder, MfccOptions
 from kwsstream.enroll import enroll_examples
+from kwsstream.truth import TOLERANCE
 
 WORDS = ("biblioteca", "mariposa", "chocolate", "helicóptero", "computadora", "bicicleta", "murciélago", "elefante")
 ENROLL_VOICES = (Voice("es", "m1", 160, 45), Voice("es-419", "f2", 190, 60), Voice("es", "klatt", 175, 50))
@@ -52,7 +53,7 @@ def separation(encoder: MfccEncoder, keyset, stream_audio: np.ndarray, truth) ->
         hits = []
         for occ in truth:
             if occ.keyword == kw.name:
-                hits.append(curve[(centre >= occ.start - 0.1) & (centre <= occ.end + TOLERANCE_S)].min())
+                hits.append(curve[(centre >= occ.start - 0.1) & (centre <= occ.end + TOLERANCE)].min())
                 near |= (centre >= occ.start - NEAR_S[0]) & (centre <= occ.end + NEAR_S[1])
         rows.append((max(hits), curve[~near].min()))
     return np.array(rows)
