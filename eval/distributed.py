@@ -1,8 +1,15 @@
-"""The eval's heavy stages on Dask distributed: ``python -m eval run ... --workers N | --scheduler ADDRESS``.
+"""The eval's heavy stages on workers: ``python -m eval run ... --workers N | --scheduler ADDRESS``.
 
-The same engine as ``kwsstream search`` (``kwsstream.searchworkers``): ``--workers N`` (N >= 2)
-starts a Dask ``LocalCluster`` of N processes, ``--scheduler tcp://host:8786`` uses an existing
-cluster; with neither (or ``--workers 1``) nothing here runs and the stages stay in this process.
+Two engines run the same tasks:
+
+* ``--workers N`` (N >= 2): N local processes, a ``spawn``
+  :class:`~concurrent.futures.ProcessPoolExecutor` (:class:`PoolEngine`): pipes only, no
+  network port, so no other local user can reach the workers (as ``kwsstream search --workers``,
+  :func:`kwsstream.searchworkers.run_local`); Dask is not needed;
+* ``--scheduler tcp://host:8786``: an existing Dask cluster (:class:`DaskEngine`, the ``search``
+  extra), as ``kwsstream search --scheduler``.
+
+With neither (or ``--workers 1``) nothing here runs and the stages stay in this process.
 
 What runs on the workers is the single-process code itself, so the files and numbers are the same:
 
@@ -13,17 +20,18 @@ What runs on the workers is the single-process code itself, so the files and num
   :func:`eval.sweep.score_layers` on that layer alone, which writes the layer's scores and
   anisotropy into the shared cache and returns its rows; the rows come back in layer order.
 
-The cache folder is shared by every worker and this process: on a real cluster, ``--cache`` (or
+The cache folder is shared by every worker and this process: on a Dask cluster, ``--cache`` (or
 ``--out``) must be a path that every machine mounts at the same place (NFS, a cluster file
-system), and so must the corpus and the model. Before any task runs, every worker is asked to
-read a probe file written here into the cache folder, to write its own, and to see the corpus's
-first clip and the model; a worker that cannot is a :class:`~kwsstream.errors.UsageError` naming
-it and the path. Threads: each task's onnxruntime, BLAS and numba threads are the worker host's
-physical cores divided by the Dask threads on that host (``--threads`` overrides); a local cluster
-with fewer layers than workers gives each layer's task more. Memory: a layer task holds one
-layer's sentence frames in float32 plus one block of products (about 1 GB for 1000 sentences of
-1024-wide frames), per Dask thread. ``timings.json``: the stage seconds are the workers' summed;
-``layers (wall, on Dask)`` is the per-layer stages' wall time.
+system), and so must the corpus and the model. Before any task runs there, every worker is asked
+to read a probe file written here into the cache folder, to write its own, and to see the
+corpus's first clip and the model; a worker that cannot is a :class:`~kwsstream.errors.UsageError`
+naming it and the path (local processes see this process's files). Threads: each task's
+onnxruntime, BLAS and numba threads are the worker host's physical cores divided by its workers
+(on a cluster: by the Dask threads on that host; ``--threads`` overrides); local workers with
+fewer layers than workers give each layer's task more. Memory: a layer task holds one layer's
+sentence frames in float32 plus one block of products (about 1 GB for 1000 sentences of
+1024-wide frames), per worker thread. ``timings.json``: the stage seconds are the workers'
+summed; ``layers (wall, on workers)`` is the per-layer stages' wall time.
 """
 
 from __future__ import annotations
@@ -47,8 +55,8 @@ PROBE_PREFIX = ".dask-probe-"
 CONNECT_TIMEOUT = "30s"
 MAX_ITEMS_PER_TASK = 16
 TASKS_PER_WORKER = 8
-"""Encode tasks carry up to 16 recordings (Dask's per-task cost is a few ms, MFCC's per
-recording as much) and each worker gets at least 8 tasks, so the load stays balanced."""
+"""Encode tasks carry up to 16 recordings (a task's cost is a few ms, MFCC's per recording as
+much) and each worker gets at least 8 tasks, so the load stays balanced."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,9 @@ class ClusterOptions:
     """Where the heavy stages run.
 
     Attributes:
-        workers: processes of a local Dask cluster (0 or 1 and no ``scheduler``: no cluster).
+        workers: local worker processes (0 or 1 and no ``scheduler``: all in this process).
         scheduler: address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
-        threads: threads per task (``None``: the host's physical cores / its Dask threads).
+        threads: threads per task (``None``: the host's physical cores / its workers).
     """
 
     workers: int = 0
@@ -122,11 +130,149 @@ def _layer_task(protocol, info, layer: int, cache: str, options, primary: bool, 
 # --- this side -----------------------------------------------------------------------------------
 
 class Engine:
-    """A connected Dask client and the threads each task gets (see :func:`open_engine`)."""
+    """Where the stages' tasks run (see :func:`open_engine`): ``threads`` per task, ``where``
+    in words. The stages are the same on every engine; a subclass says how a task is sent
+    (:meth:`_submit`), how results come back (:meth:`_completed`), how a value every task uses
+    travels (:meth:`_share`) and how many workers there are (:meth:`_workers`).
 
-    def __init__(self, client, threads: int, where: str, local: tuple[int, int] | None = None):
-        self.client, self.threads, self.where = client, threads, where
-        self.local = local  # a local cluster's (workers, physical cores): fewer tasks than workers get more threads
+    ``local``: the (workers, physical cores) of local workers, whose layer tasks get more threads
+    when there are fewer layers than workers; ``None`` on a cluster."""
+
+    def __init__(self, threads: int, where: str, local: tuple[int, int] | None = None):
+        self.threads, self.where, self.local = threads, where, local
+
+    def _share(self, value):
+        return value
+
+    def _submit(self, fn, *args):
+        raise NotImplementedError
+
+    def _completed(self, futures):
+        raise NotImplementedError
+
+    def _workers(self) -> int:
+        raise NotImplementedError
+
+    def check_shared(self, cache: Path, must_see: Sequence[str | Path]) -> None:
+        """Make ``cache``; a cluster also checks that every worker shares it (see :class:`DaskEngine`)."""
+        Path(cache).resolve().mkdir(parents=True, exist_ok=True)
+
+    def encode(self, items: Sequence, info, cache: Path, progress: bool) -> dict[str, float]:
+        """The encode stage's items not cached yet, a few per task; same return as
+        :func:`eval.representations.encode_items`."""
+        from tqdm import tqdm
+
+        from eval.representations import FeatureCache
+
+        done = FeatureCache(cache, info)
+        unique = {item.key: item for item in items}
+        todo = [item for item in unique.values() if not done.done(item.key)]
+        stats = {"items": float(len(unique)), "encoded": float(len(todo)), "audio_seconds": 0.0}
+        if not todo:
+            return stats
+        shared_info = self._share(info)
+        size = max(1, min(MAX_ITEMS_PER_TASK, len(todo) // (TASKS_PER_WORKER * max(1, self._workers()))))
+        futures = {self._submit(_encode_task, todo[i:i + size], shared_info, str(cache), self.threads):
+                   min(size, len(todo) - i) for i in range(0, len(todo), size)}
+        bar = tqdm(total=len(todo), desc=f"encode {info.label or info.name} ({self.where})", unit="rec",
+                   disable=not progress or None)
+        for future in self._completed(futures):
+            stats["audio_seconds"] += sum(future.result())
+            bar.update(futures[future])
+        bar.close()
+        return stats
+
+    def score(self, protocol, info, layers: Sequence[int], cache: Path, options, timings: dict[str, float],
+              primary: bool):
+        """:func:`eval.sweep.score_layers` with one task per layer; the stage seconds the
+        workers spent are added to ``timings`` (worker seconds, summed over workers)."""
+        from tqdm import tqdm
+
+        from eval.sweep import Scored
+
+        quiet = replace(options, progress=False)
+        threads = self.threads
+        if self.local is not None and options.cluster.threads is None:
+            workers, cores = self.local
+            threads = max(threads, cores // max(1, min(workers, len(layers))))
+        shared = self._share(protocol)
+        futures = [self._submit(_layer_task, shared, info, layer, str(cache), quiet, primary, threads)
+                   for layer in layers]
+        out = Scored()
+        bar = tqdm(total=len(futures), desc=f"layers {info.label or info.name} ({self.where})", unit="layer",
+                   disable=not options.progress or None)
+        for future in futures:  # in layer order, as the in-process sweep appends them
+            scored, spent = future.result()
+            out.rows += scored.rows
+            out.anisotropy += scored.anisotropy
+            for stage, seconds in spent.items():
+                timings[stage] = timings.get(stage, 0.0) + seconds
+            bar.update()
+        bar.close()
+        return out
+
+
+class PoolEngine(Engine):
+    """``workers`` local processes: a ``spawn`` :class:`~concurrent.futures.ProcessPoolExecutor`
+    (pipes only, no network port; started with SIGINT ignored, so Ctrl-C reaches this process
+    alone). :meth:`close` stops them; after an error or Ctrl-C, at once."""
+
+    def __init__(self, workers: int, threads: int | None):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from kwsstream.onnxsession import physical_cores
+
+        cores = physical_cores()
+        super().__init__(threads or max(1, cores // workers), f"{workers} local worker processes", (workers, cores))
+        self.workers = workers
+        self._before = {p.pid for p in multiprocessing.active_children()}
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def _submit(self, fn, *args):
+        from kwsstream.searchworkers import sigint_ignored
+
+        with sigint_ignored():  # the first submit starts the processes
+            return self.pool.submit(fn, *args)
+
+    def _completed(self, futures):
+        from concurrent.futures import as_completed
+
+        return as_completed(futures)
+
+    def _workers(self) -> int:
+        return self.workers
+
+    def close(self, failed: bool = False) -> None:
+        if failed:  # a task still running is not waited for
+            import multiprocessing
+
+            for child in multiprocessing.active_children():
+                if child.pid not in self._before:
+                    child.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskEngine(Engine):
+    """A connected Dask client (an existing cluster: ``--scheduler``)."""
+
+    def __init__(self, client, threads: int, where: str):
+        super().__init__(threads, where)
+        self.client = client
+
+    def _share(self, value):
+        return self.client.scatter(value, broadcast=True, hash=False)
+
+    def _submit(self, fn, *args):
+        return self.client.submit(fn, *args, pure=False)
+
+    def _completed(self, futures):
+        from distributed import as_completed
+
+        return as_completed(futures)
+
+    def _workers(self) -> int:
+        return len(self.client.scheduler_info()["workers"])
 
     def check_shared(self, cache: Path, must_see: Sequence[str | Path]) -> None:
         """Every worker reads a probe written here into ``cache``, writes its own, and sees
@@ -162,102 +308,44 @@ class Engine:
                 per_host.setdefault(f["host"], [f["cores"], 0])[1] += nthreads.get(address, 1)
             self.threads = max(1, min(cores // max(n, 1) for cores, n in per_host.values()))
 
-    def encode(self, items: Sequence, info, cache: Path, progress: bool) -> dict[str, float]:
-        """The encode stage's items not cached yet, a few per task; same return as
-        :func:`eval.representations.encode_items`."""
-        from distributed import as_completed
-        from tqdm import tqdm
-
-        from eval.representations import FeatureCache
-
-        done = FeatureCache(cache, info)
-        unique = {item.key: item for item in items}
-        todo = [item for item in unique.values() if not done.done(item.key)]
-        stats = {"items": float(len(unique)), "encoded": float(len(todo)), "audio_seconds": 0.0}
-        if not todo:
-            return stats
-        info_future = self.client.scatter(info, broadcast=True, hash=False)
-        workers = max(1, len(self.client.scheduler_info()["workers"]))
-        size = max(1, min(MAX_ITEMS_PER_TASK, len(todo) // (TASKS_PER_WORKER * workers)))
-        futures = {self.client.submit(_encode_task, todo[i:i + size], info_future, str(cache), self.threads,
-                                      pure=False): min(size, len(todo) - i) for i in range(0, len(todo), size)}
-        bar = tqdm(total=len(todo), desc=f"encode {info.label or info.name} ({self.where})", unit="rec",
-                   disable=not progress or None)
-        for future in as_completed(futures):
-            stats["audio_seconds"] += sum(future.result())
-            bar.update(futures[future])
-        bar.close()
-        return stats
-
-    def score(self, protocol, info, layers: Sequence[int], cache: Path, options, timings: dict[str, float],
-              primary: bool):
-        """:func:`eval.sweep.score_layers` with one task per layer; the stage seconds the
-        workers spent are added to ``timings`` (worker seconds, summed over workers)."""
-        from tqdm import tqdm
-
-        from eval.sweep import Scored
-
-        quiet = replace(options, progress=False)
-        threads = self.threads
-        if self.local is not None and options.cluster.threads is None:
-            workers, cores = self.local
-            threads = max(threads, cores // max(1, min(workers, len(layers))))
-        shared = self.client.scatter(protocol, broadcast=True, hash=False)
-        futures = [self.client.submit(_layer_task, shared, info, layer, str(cache), quiet, primary, threads,
-                                      pure=False) for layer in layers]
-        out = Scored()
-        bar = tqdm(total=len(futures), desc=f"layers {info.label or info.name} ({self.where})", unit="layer",
-                   disable=not options.progress or None)
-        for future in futures:  # in layer order, as the in-process sweep appends them
-            scored, spent = future.result()
-            out.rows += scored.rows
-            out.anisotropy += scored.anisotropy
-            for stage, seconds in spent.items():
-                timings[stage] = timings.get(stage, 0.0) + seconds
-            bar.update()
-        bar.close()
-        return out
-
 
 @contextmanager
 def open_engine(options: ClusterOptions) -> Iterator[Engine | None]:
-    """A Dask client on a local cluster (``workers``) or at ``scheduler``; ``None`` when
-    ``options`` asks for no cluster. The local cluster is closed on exit.
+    """Local worker processes (``workers``, :class:`PoolEngine`) or a Dask client at
+    ``scheduler`` (:class:`DaskEngine`); ``None`` when ``options`` asks for neither. The
+    workers are stopped, or the client closed, on exit.
 
     Raises:
-        UsageError: Dask not installed, both a scheduler and workers, or a scheduler that cannot
-            be reached.
+        UsageError: both a scheduler and workers; for a scheduler, Dask not installed or a
+            scheduler that cannot be reached.
     """
     if not options.enabled:
         yield None
         return
     if options.scheduler is not None and options.workers > 1:
         raise UsageError("--workers and --scheduler do not go together: a cluster has its own workers")
+    if options.scheduler is None:
+        engine = PoolEngine(options.workers, options.threads)
+        log.info("%s", engine.where)
+        try:
+            yield engine
+        except BaseException:
+            engine.close(failed=True)
+            raise
+        engine.close()
+        return
     from kwsstream.searchworkers import import_dask
 
-    import_dask("--scheduler" if options.scheduler is not None else f"--workers {options.workers}")
-    from distributed import Client, LocalCluster
+    import_dask("--scheduler")
+    from distributed import Client
 
-    from kwsstream.onnxsession import physical_cores
-
-    cluster = None
     t = time.perf_counter()
-    if options.scheduler is not None:
-        try:
-            client = Client(options.scheduler, timeout=CONNECT_TIMEOUT)
-        except OSError as error:
-            raise UsageError(f"cannot reach the Dask scheduler {options.scheduler}: {error}") from None
-        where, threads = options.scheduler, options.threads or 0
-    else:
-        cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
-        client = Client(cluster)
-        where = f"{options.workers} local Dask workers"
-        threads = options.threads or max(1, physical_cores() // options.workers)
-    log.info("Dask: %s, ready in %.1f s", where, time.perf_counter() - t)
     try:
-        yield Engine(client, threads, where, None if cluster is None else (options.workers, physical_cores()))
+        client = Client(options.scheduler, timeout=CONNECT_TIMEOUT)
+    except OSError as error:
+        raise UsageError(f"cannot reach the Dask scheduler {options.scheduler}: {error}") from None
+    log.info("Dask: %s, ready in %.1f s", options.scheduler, time.perf_counter() - t)
+    try:
+        yield DaskEngine(client, options.threads or 0, options.scheduler)
     finally:
         client.close()
-        if cluster is not None:
-            cluster.close()

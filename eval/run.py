@@ -13,10 +13,10 @@ The study's whole chain with the runtime's own components, stage by stage:
 4. ``metrics`` — P@K and R@K (:mod:`eval.metrics`);
 5. ``report`` — ``results.csv``, ``anisotropy.csv``, ``summary.md``, plots (:mod:`eval.report`).
 
-``--workers N`` (N >= 2) runs the encode and per-layer stages on a local Dask cluster of N
-processes, ``--scheduler ADDRESS`` on an existing one (:mod:`eval.distributed`: the same code on
-the workers, the same files in the shared cache, the same ``results.csv``); default: in this
-process. A rerun finds the encodings and scores in the cache (``RESULTS_DIR/cache`` or ``--cache``) and
+``--workers N`` (N >= 2) runs the encode and per-layer stages on N local worker processes (no
+network port), ``--scheduler ADDRESS`` on an existing Dask cluster (:mod:`eval.distributed`: the
+same code on the workers, the same files in the shared cache, the same ``results.csv``); default:
+in this process. A rerun finds the encodings and scores in the cache (``RESULTS_DIR/cache`` or ``--cache``) and
 only redoes what is missing; the stage wall times go to ``timings.json`` and stderr. ``--quick``
 draws a small protocol (:data:`QUICK_PROTOCOL`) for CI. Sizes: ``--targets N|auto``,
 ``--queries-per-target N``, ``--negatives N|auto`` (``auto``: as many as the corpus allows, at
@@ -70,8 +70,8 @@ class RunOptions:
         include_own: rank the query's own sentence and count it relevant (the study's convention)
             in ``results.csv``, the plots and the summary's tables (the summary shows both).
         mfcc_cmn: the eval MFCC's normalisation (:data:`eval.representations.MFCC_CMN`).
-        cluster: run the encode and per-layer stages on Dask (:mod:`eval.distributed`); default:
-            in this process.
+        cluster: run the encode and per-layer stages on local worker processes or a Dask cluster
+            (:mod:`eval.distributed`); default: in this process.
     """
 
     corpus: Path
@@ -155,7 +155,8 @@ def _run(options: RunOptions, engine) -> RunResult:
         else:
             t = time.perf_counter()
             scored = engine.score(protocol, info, layers, cache, options, timings, primary=info is encoders[0])
-            timings["layers (wall, on Dask)"] = timings.get("layers (wall, on Dask)", 0.0) + time.perf_counter() - t
+            wall = "layers (wall, on workers)"
+            timings[wall] = timings.get(wall, 0.0) + time.perf_counter() - t
         rows += scored.rows
         aniso += scored.anisotropy
 
@@ -273,12 +274,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="protocol seed (default 0)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive, metavar="N",
-                       help="run the encode and per-layer stages on a local Dask cluster of N worker processes "
-                            "(1: all in this process; default: no cluster, encoding in one process per core)")
+                       help="run the encode and per-layer stages on N local worker processes (no network port; "
+                            "1: all in this process; default: encoding in one process per core, the rest here)")
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="run them on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (the cache, corpus and "
                             "model must be at the same paths on every worker: a shared file system)")
-    parser.add_argument("--threads", type=int, help="threads per encoding process or Dask task (onnxruntime, BLAS)")
+    parser.add_argument("--threads", type=int, help="threads per encoding process or worker task (onnxruntime, BLAS)")
     parser.add_argument("--pairs", type=int, help=f"frame pairs per anisotropy measure (default {DEFAULT_PAIRS})")
     parser.add_argument("--no-mfcc", action="store_true", help="with an ONNX model, skip the MFCC baseline")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

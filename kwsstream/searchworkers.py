@@ -203,7 +203,7 @@ def _pool_task(key: str, path: str, size: int, mtime_ns: int) -> FileResult:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
     """SIGINT ignored while worker processes are started (they inherit it from the start, before
     their initialiser runs); a no-op off the main thread."""
     if threading.current_thread() is not threading.main_thread():
@@ -231,7 +231,7 @@ def run_local(spec: SpotterSpec, todo: list[FileEntry], workers: int,
                                initializer=_init_worker, initargs=(spec,))
     stopped = False
     try:
-        with _sigint_ignored():
+        with sigint_ignored():
             futures = {pool.submit(_pool_task, spec.key, e.path, e.size, e.mtime_ns): e for e in todo}
         for future in as_completed(futures):
             entry = futures[future]

@@ -6,7 +6,7 @@ Makes ``--files`` FLAC files of ``--minutes`` in all by tiling the bundled strea
 (``kwsstream/data/stream.flac``), enrolls the bundled examples with MFCC and, when
 ``models/speech-embedding.onnx`` exists, with speech_embedding, then times
 ``kwsstream.search.search`` over the folder with each worker count (``1``: in process; ``N > 1``:
-a Dask LocalCluster of N processes, its start-up included). Prints the machine and a Markdown
+N local worker processes, their start-up included). Prints the machine and a Markdown
 table: audio hours per wall hour, and per worker (what each machine of a cluster would add).
 """
 
