@@ -126,11 +126,15 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
 
 def add_adapt_option(p: argparse.ArgumentParser) -> None:
     """``--no-adapt``: keep the thresholds as enrolled (see :func:`_spotter`, :mod:`kwsstream.adapt`)."""
-    p.add_argument("--no-adapt", dest="adapt", action="store_false",
-                   help="keep every threshold as enrolled; by default each keyword calibrated to a false-alarm "
-                        "rate moves its threshold toward that rate on the speech heard (its impostor matches "
-                        "outside detections), and what was heard is saved with the set for the next run "
-                        "('kwsstream keywords' shows it; --reset-adaptation forgets it)")
+    adapt = p.add_mutually_exclusive_group()
+    adapt.add_argument("--adapt", dest="adapt", action="store_const", const=True, default=None,
+                       help="each keyword calibrated to a false-alarm rate moves its threshold toward that rate on "
+                            "the speech heard (its impostor matches outside detections), and what was heard is "
+                            "saved with the set for the next run ('kwsstream keywords' shows it; "
+                            "--reset-adaptation forgets it). Default: on for the encoders the streaming benchmark "
+                            "measured it to help (Whisper base), off for the others")
+    adapt.add_argument("--no-adapt", dest="adapt", action="store_const", const=False,
+                       help="keep every threshold as enrolled")
 
 
 def save_adaptation(args: argparse.Namespace, spotter) -> None:
@@ -239,13 +243,17 @@ def _spotter(args: argparse.Namespace):
             warning = threshold_warning(kw, value) if kw is not None else None
             if warning:
                 _say(f"kwsstream: warning: {warning}")
-    encoder = load_encoder(args.encoder) if args.encoder else None
-    options = None
-    if getattr(args, "adapt", False) and getattr(args, "plot", None) is None:  # a plot draws fixed thresholds
-        from .adapt import AdaptOptions
-        from .spotter import SpotterOptions
+    from .adapt import AdaptOptions, helps
+    from .encoders import encoder_from_identity
+    from .spotter import SpotterOptions
 
-        options = SpotterOptions(adapt=AdaptOptions())
+    encoder = load_encoder(args.encoder) if args.encoder else encoder_from_identity(keyset.encoder)
+    adapt = getattr(args, "adapt", None)
+    if getattr(args, "plot", None) is not None:  # a plot draws the enrolled thresholds
+        adapt = False
+    elif adapt is None:
+        adapt = helps(encoder.name)
+    options = SpotterOptions(adapt=AdaptOptions() if adapt else None)
     return Spotter(keyset, encoder, thresholds=thresholds or None, options=options)
 
 

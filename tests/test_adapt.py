@@ -161,8 +161,9 @@ def test_evidence_is_saved_with_the_keyword_set_and_reset(tmp_path):
 
 
 def test_detect_adapts_saves_what_it_heard_and_keywords_shows_and_resets_it(tmp_path):
-    """The default path: detect adapts and saves the speech it heard with the set; keywords shows
-    it; --no-adapt leaves the set untouched; --reset-adaptation forgets it."""
+    """detect --adapt adapts and saves the speech it heard with the set; keywords shows it;
+    --no-adapt, and the default for an encoder adaptation was not measured to help (MFCC), leave
+    the set untouched; --reset-adaptation forgets it."""
     from cli_helpers import run_main as cli
 
     from kwsstream.demo import data_dir, example_files
@@ -174,8 +175,9 @@ def test_detect_adapts_saves_what_it_heard_and_keywords_shows_and_resets_it(tmp_
     stream = data_dir() / "stream.flac"
     before = keyset.read_bytes()
     assert cli("detect", "-k", keyset, stream, "--no-adapt").returncode == 0
+    assert cli("detect", "-k", keyset, stream).returncode == 0
     assert keyset.read_bytes() == before
-    result = cli("detect", "-k", keyset, stream)
+    result = cli("detect", "-k", keyset, stream, "--adapt")
     assert result.returncode == 0
     evidence = saved_evidence(load_keyset(keyset))
     assert np.all(evidence.hours > 0) and evidence.counts.sum() > 0
@@ -183,7 +185,7 @@ def test_detect_adapts_saves_what_it_heard_and_keywords_shows_and_resets_it(tmp_
     listing = cli("keywords", "-k", keyset).stdout
     assert listing.count("adapted=") == len(example_files())
     # a second run adds to what the first saved
-    assert cli("detect", "-k", keyset, stream).returncode == 0
+    assert cli("detect", "-k", keyset, stream, "--adapt").returncode == 0
     again = saved_evidence(load_keyset(keyset))
     assert np.allclose(again.hours, 2 * evidence.hours) and again.counts.sum() == 2 * evidence.counts.sum()
     name = next(iter(example_files()))
@@ -191,3 +193,10 @@ def test_detect_adapts_saves_what_it_heard_and_keywords_shows_and_resets_it(tmp_
     reset = saved_evidence(load_keyset(keyset))
     assert reset.hours[0] == 0 and reset.counts[0].sum() == 0 and np.all(reset.hours[1:] > 0)
     assert cli("keywords", "-k", keyset).stdout.count("adapted=") == len(example_files()) - 1
+
+
+def test_adaptation_is_on_by_default_only_where_it_was_measured_to_help():
+    from kwsstream.adapt import HELPS, helps
+
+    assert helps("whisper-base-L5-int8") and not helps("speech-embedding-fp32") and not helps("mfcc")
+    assert all(name.startswith("whisper-base") for name in HELPS)
