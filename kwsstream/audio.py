@@ -38,6 +38,7 @@ import soxr
 from .encoders.base import SAMPLE_RATE
 from .errors import AudioError
 from .mp3process import DecoderProcess, looks_like_mpeg
+from .safefile import OPEN_FLAGS, file_kind
 
 log = logging.getLogger("kwsstream.audio")
 
@@ -66,9 +67,6 @@ RESAMPLE_QUALITY = "HQ"
 
 AUDIO_DEBUG_ENV = "KWSSTREAM_AUDIO_DEBUG"
 """Set (to anything) to let decoder libraries write their own diagnostics to stderr."""
-
-OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
-"""How an audio file is opened: a FIFO does not block the open, a terminal is not taken over."""
 
 ProgressCallback = Callable[[str, float, "float | None", bool], None]
 """``callback(name, seconds_read, seconds_claimed_or_None, finished)``: see :func:`reading_progress`."""
@@ -170,15 +168,6 @@ def reading_progress(callback: ProgressCallback | None) -> Iterator[None]:
         _PROGRESS.reset(token)
 
 
-def _file_kind(mode: int) -> str:
-    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                        (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return words
-    return "not a regular file"
-
-
 def _open_regular(path: Path, name: str) -> int:
     """A descriptor of ``path`` opened for reading, after checking that the opened file is a
     regular file (the caller closes it)."""
@@ -191,7 +180,7 @@ def _open_regular(path: Path, name: str) -> int:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = _file_kind(mode)
+            kind = file_kind(mode)
             raise AudioError(f"{name}: is {kind}, not an audio file" + ("" if kind == "a folder" else
                              " (only regular files are read)"))
         os.set_blocking(fd, True)

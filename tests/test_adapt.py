@@ -79,7 +79,7 @@ def test_adaptation_converges_to_the_target_rate():
     base = np.array([0.26])
     adapter = Adapter(base, np.array([3.0]), None, FRAME_RATE,
                       AdaptOptions(prior_hours=0.02, max_down=0.2, max_up=0.2), DetectorOptions())
-    final, _ = run(adapter, score, base)
+    final, _ = run(adapter, score, base, block=100)
     true_rate = 3600 * DIPS_PER_SECOND * math.exp((final[0] - 0.5) / 0.05)
     assert 1.5 <= true_rate <= 6.0, (final, true_rate)
     assert adapter.evidence.hours[0] == pytest.approx(0.5, rel=0.01)
@@ -93,16 +93,16 @@ def test_bounds_hold_under_a_stream_full_of_keywords_and_under_silence():
     # every second a perfect match: all evidence says "lower the threshold", but only by max_down
     score = dip_trace(10, np.array([0.0, 0.01], np.float32), rng, n_keywords=2)
     adapter = Adapter(base, np.array([3.0, 3.0]), None, FRAME_RATE, options, DetectorOptions())
-    final, _ = run(adapter, score, base)
+    final, _ = run(adapter, score, base, block=100)
     assert np.all(final >= base - options.max_down - 1e-6)
     # impostors far above: up by max_up at most
     score = dip_trace(10, np.array([0.9], np.float32), rng, n_keywords=2)
     adapter = Adapter(base, np.array([3.0, 3.0]), None, FRAME_RATE, options, DetectorOptions())
-    final, _ = run(adapter, score, base)
+    final, _ = run(adapter, score, base, block=100)
     assert np.all(final <= base + options.max_up + 1e-6)
     # silence (the gate passed nothing): no evidence, no hours, no move
     adapter = Adapter(base, np.array([3.0, 3.0]), None, FRAME_RATE, options, DetectorOptions())
-    final, events = run(adapter, np.full((60_000, 2), np.inf, np.float32), base)
+    final, events = run(adapter, np.full((60_000, 2), np.inf, np.float32), base, block=100)
     assert np.array_equal(final, base.astype(np.float32)) and not events
     assert adapter.evidence.hours.sum() == 0 and adapter.evidence.counts.sum() == 0
 
