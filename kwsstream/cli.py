@@ -127,6 +127,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     if args.plot is not None and args.realtime:
         raise UsageError("--plot reads the audio as fast as it can: leave out --realtime")
+    if args.clips is not None:
+        from .clips import check_folder
+
+        if args.realtime:
+            raise UsageError("--clips cuts the clips from the file after detecting: leave out --realtime")
+        args.clips = check_folder(args.clips)
     if args.realtime:  # a live run: Ctrl-C is the user's stop, not an error (exit 0; main says so)
         return _detect_realtime(args)
     if args.plot is not None:
@@ -143,9 +149,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
             events = plot_scores(spotter, audio, pictures[i]).events
         else:
             events = spotter.detect_file(audio)
+        found = []
         for event in events:
             emit(event, args.json, file=_file_label(args, audio))
+            found.append(event)
             total += 1
+        if args.clips is not None and found:
+            from .clips import write_clips
+
+            _say(f"{len(write_clips(args.clips, audio, found))} clip(s) of {_shown(audio)} written in {args.clips}")
         if args.plot is not None:
             _say(f"scores of {_shown(audio)} drawn in {_shown(pictures[i])}")
     if not args.json:
@@ -336,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw each keyword's score over time, its threshold and the detections, with the audio "
                         "level underneath (several AUDIO: OUT-<audio name>.png each; needs matplotlib: "
                         "pip install matplotlib)")
+    p.add_argument("--clips", metavar="DIR",
+                   help="write each detection, with 0.3 s of audio on each side, as a WAV in this folder "
+                        "(named by file, keyword, time and cost): listen to what fired")
     p.add_argument("--encoder", metavar="MODEL.onnx", help=MOVED_MODEL_HELP)
     add_threads_option(p)
     add_adapt_option(p)

@@ -273,3 +273,31 @@ def test_eval_prompts_says_ffmpeg_is_missing_before_anything_else(monkeypatch, t
     with pytest.raises(debian_audio.SourceError) as err:
         prompts.main(args)
     assert "apt-get install ffmpeg" in str(err.value) and "\n" not in str(err.value)
+
+
+# --- detect --clips: hear what fired ---------------------------------------------------------------
+
+def test_clips_hold_each_detection_with_its_margins_as_the_pipeline_heard_it(kws, tmp_path):
+    import soundfile as sf
+
+    from kwsstream.audio import load_audio
+    from kwsstream.clips import MARGIN
+
+    folder = tmp_path / "clips"
+    assert one_line_error(cli("detect", "-k", kws, STREAM, "--clips", folder), "--clips", "not a folder")
+    folder.mkdir()
+    result = cli("detect", "-k", kws, STREAM, "--json", "--clips", folder)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    clips = sorted(folder.glob("*.wav"))
+    assert events and len(clips) == len(events)
+    audio = load_audio(STREAM)
+    for event in events:
+        name = next(c for c in clips if f"_{event['keyword']}_" in c.name and f"{event['start']:09.2f}s" in c.name)
+        samples, rate = sf.read(name, dtype="float32")
+        assert rate == 16000
+        a = int((event["start"] - MARGIN) * rate)  # the JSON's times are rounded to 1 ms: 16 samples
+        error = min(np.abs(samples - audio[b:b + len(samples)]).max() for b in range(max(a - 16, 0), a + 17))
+        assert abs(len(samples) / rate - (event["end"] - event["start"] + 2 * MARGIN)) < 0.01
+        assert error < 2 / 32768  # 16-bit PCM of the very samples the pipeline read
+    assert one_line_error(cli("detect", "-k", kws, STREAM, "--realtime", "--clips", folder), "--clips")
