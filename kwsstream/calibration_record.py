@@ -167,6 +167,10 @@ class Calibration:
                 if key not in values:
                     raise bad(key, "is missing (a threshold calibrated to a false-alarm rate has one)")
         extra = {k: v for k, v in data.items() if k not in known}
+        if extra.get("adaptation") is not None:  # self-calibration's evidence (kwsstream.adapt), checked here
+            from .adapt import ADAPTATION_KEY, Evidence
+
+            Evidence.keyword_from_json(extra[ADAPTATION_KEY], f"{where}: calibration")
         return cls(**values, extra=extra)
 
     def to_json(self) -> dict[str, Any]:

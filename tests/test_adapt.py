@@ -200,3 +200,25 @@ def test_adaptation_is_on_by_default_only_where_it_was_measured_to_help():
 
     assert helps("whisper-base-L5-int8") and not helps("speech-embedding-fp32") and not helps("mfcc")
     assert all(name.startswith("whisper-base") for name in HELPS)
+
+
+def test_a_set_with_malformed_adaptation_state_is_refused_when_loaded(tmp_path):
+    from script_helpers import load_script
+
+    from kwsstream.keyset import load_keyset
+
+    bad_inputs = load_script("make_bad_inputs")
+    good = Evidence.empty(1)
+    good.add(0, 0.3)
+    good.hours[:] = 0.2
+    for state, ok in ((good.keyword_json(0), True), ({**good.keyword_json(0), "bins": [[0, -5]]}, False),
+                      ({**good.keyword_json(0), "hours": "lots"}, False)):
+        header = bad_inputs.valid_header()
+        header["keywords"][0]["calibration"]["adaptation"] = state
+        path = tmp_path / "k.kws"
+        path.write_bytes(bad_inputs.kws_bytes(header, bad_inputs.valid_frames()))
+        if ok:
+            assert load_keyset(path).keywords[0].calibration["adaptation"] == state
+        else:
+            with pytest.raises(KeysetError, match="malformed adaptation state"):
+                load_keyset(path)
