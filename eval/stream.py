@@ -13,6 +13,10 @@ is cached under ``OUT/traces`` (named by a hash of the keyset and the audio), so
 finished runs; the threshold sweep and scoring (:mod:`eval.streamscore`), tables and plots
 (:mod:`eval.streamreport`) are replayed from the traces.
 
+Calibration ``adaptive`` (``--calibration ... adaptive``): the built-in thresholds moving as the
+stream plays, the runtime's own adapter replayed on the trace (:mod:`eval.streamadapt`; every
+event of the whole stream counted, the learning period included), swept over offsets -0.1..0.1.
+
 Calibration ``own``: for a one-speaker stream, the first ``--own-minutes`` of its keyword-free
 prompts are held out (``OUT/own``), the same templates are calibrated on them, and only the rest
 of the stream is counted. Calibration accuracy: every keyword's threshold is moved to each rate of ``--asked`` (default
@@ -239,6 +243,17 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             _LOG.error("%s/%s %s %s: replay at the enrollment thresholds differs from the live events",
                        owner.name, stream.id, condition, label)
         own_start = splits[corpus.name][stream.id].test_start if corpus.name in splits and owner is corpus else 0.0
+        if "adaptive" in calibrations:  # the built-in thresholds moving as the stream plays (kwsstream.adapt)
+            from eval.streamadapt import sweep_adaptive
+            from kwsstream.adapt import AdaptOptions, keyword_target
+
+            keyset = entry["builtin"][0]
+            base = np.array([keyset.get(n).threshold for n in names], np.float64)
+            targets = np.array([keyword_target(keyset.get(n)) for n in names], np.float64)
+            result = sweep_adaptive(trace, truth, base, targets, scoring.default_offsets(-0.1, 0.1, 0.01), grid,
+                                    spotter.block, options, AdaptOptions(), timing=timing)
+            key = (corpus.name, condition, label, "adaptive")
+            results[key] = result if key not in results else results[key] + result
         for c in calibrations:
             if c not in entry:
                 continue
@@ -344,9 +359,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="noise, room and synthetic corpus seed (default 0)")
     parser.add_argument("--offsets", type=float, nargs=3, default=(-0.3, 0.3, 0.005), metavar=("LOW", "HIGH", "STEP"),
                         help="threshold offsets swept (default -0.3 0.3 0.005)")
-    parser.add_argument("--calibration", nargs="+", choices=("builtin", "own"), default=["builtin", "own"],
-                        help="thresholds calibrated on the bundled background (builtin) and/or on the stream "
-                             "speaker's own held-out keyword-free speech (own); default both")
+    parser.add_argument("--calibration", nargs="+", choices=("builtin", "own", "adaptive"),
+                        default=["builtin", "own"],
+                        help="thresholds calibrated on the bundled background (builtin), on the stream speaker's "
+                             "own held-out keyword-free speech (own), and/or the built-in ones adapting as the "
+                             "stream plays (adaptive: kwsstream.adapt replayed on the trace, offsets -0.1..0.1; "
+                             "slower); default builtin own")
     parser.add_argument("--own-minutes", type=float, default=8.0,
                         help="minutes of keyword-free prompts held out of each one-speaker stream for the own-voice "
                              "calibration (default 8)")
