@@ -222,3 +222,28 @@ def test_a_set_with_malformed_adaptation_state_is_refused_when_loaded(tmp_path):
         else:
             with pytest.raises(KeysetError, match="malformed adaptation state"):
                 load_keyset(path)
+
+
+def test_the_benchmarks_adaptive_row_is_the_fixed_row_when_the_bounds_are_zero():
+    """eval.streamadapt replays the runtime's adapter: with no room to move, its sweep is the
+    fixed thresholds' sweep point for point; with room, the thresholds it ends on moved."""
+    from eval import streamscore as scoring
+    from eval.streamadapt import sweep_adaptive
+    from kwsstream.encoders.base import FrameGrid
+
+    rng = np.random.default_rng(5)
+    score = dip_trace(20, exponential_tail(rng), rng, n_keywords=2)
+    n = len(score)
+    start = np.maximum(np.arange(n)[:, None] - 30, 0).repeat(2, axis=1)
+    trace = scoring.Trace(score, start, np.zeros_like(start), n / FRAME_RATE)
+    centres = np.arange(50, n, 100)[::7]  # every 7th dip "is" keyword 0
+    truth = scoring.Truth(np.zeros(len(centres), np.int64), centres / FRAME_RATE - 0.2, centres / FRAME_RATE + 0.2)
+    grid = FrameGrid(sample_rate=16000, hop=160, length=400, pad=0)
+    base, targets, offsets = np.array([0.26, 0.24]), np.array([3.0, 3.0]), np.array([-0.02, 0.0, 0.02])
+    still = sweep_adaptive(trace, truth, base, targets, offsets, grid, 10, adapt=AdaptOptions(max_up=0, max_down=0))
+    fixed = scoring.sweep(trace, truth, base, offsets, grid)
+    assert np.array_equal(still.hits, fixed.hits) and np.array_equal(still.false_alarms, fixed.false_alarms)
+    moving = sweep_adaptive(trace, truth, base, targets, offsets, grid, 10,
+                            adapt=AdaptOptions(prior_hours=0.02, max_down=0.2))
+    assert np.all(moving.thresholds[1] < base)  # ~30 impostor dips an hour below 0.26: the thresholds came down
+    assert moving.false_alarms[1].sum() < fixed.false_alarms[1].sum()
