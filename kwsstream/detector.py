@@ -109,7 +109,7 @@ class DetectorState:
     made. Feed it per-keyword scores (:func:`best_per_keyword`)."""
 
     def __init__(self, thresholds: np.ndarray, frame_rate: float, options: DetectorOptions):
-        self.thresholds = np.asarray(thresholds, np.float32)
+        self.thresholds = np.array(thresholds, np.float32)  # its own copy: a stream may move them (adaptation)
         if self.thresholds.ndim != 1:
             raise UsageError(f"thresholds must be one value per keyword, got shape {self.thresholds.shape}")
         self.lookahead = int(round(options.lookahead * frame_rate))

@@ -247,3 +247,25 @@ def test_the_benchmarks_adaptive_row_is_the_fixed_row_when_the_bounds_are_zero()
                             adapt=AdaptOptions(prior_hours=0.02, max_down=0.2))
     assert np.all(moving.thresholds[1] < base)  # ~30 impostor dips an hour below 0.26: the thresholds came down
     assert moving.false_alarms[1].sum() < fixed.false_alarms[1].sum()
+
+
+def test_an_adapting_stream_never_moves_the_shared_spotters_thresholds():
+    """Many streams share one Spotter: a stream's adapted thresholds are its own."""
+    from kwsstream.demo import data_dir, enroll_examples, example_files
+    from kwsstream.encoders import load_encoder
+    from kwsstream.spotter import Spotter, SpotterOptions
+
+    encoder = load_encoder("mfcc")
+    spotter = Spotter(enroll_examples(encoder, example_files()), encoder,
+                      options=SpotterOptions(adapt=AdaptOptions(prior_hours=0.0, update_seconds=1.0)))
+    before = spotter.thresholds.copy()
+    stream = spotter.create_stream()
+    from kwsstream.audio import load_audio
+
+    audio = load_audio(data_dir() / "stream.flac")
+    for _ in range(8):  # 4 minutes: enough evidence to move
+        stream.feed(audio)
+    stream.flush()
+    assert not np.array_equal(stream.thresholds, before)  # the stream's own moved
+    assert np.array_equal(spotter.thresholds, before)
+    assert spotter.learned().hours.sum() > 0
