@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,7 +47,8 @@ from .errors import KeysetError, UsageError
 
 if TYPE_CHECKING:  # the detector loads numba: imported when a stream adapts
     from .detector import DetectorOptions
-    from .keyset import Keyword, KeywordSet
+# Keyword sets are passed in, never imported here: the keyword set's record validates the saved
+# evidence with this module (kwsstream.calibration_record), and the CLI saves it (cliutil).
 
 BIN_WIDTH = 0.0025
 """Width of a cost bin (costs are cosine distances normalised by path length, ~0-1)."""
@@ -272,8 +272,9 @@ ADAPTATION_KEY = "adaptation"
 """Where a keyword's saved evidence lives in its calibration record."""
 
 
-def keyword_target(kw: Keyword) -> float:
-    """The false alarms per hour a keyword's threshold was calibrated to, which adaptation keeps
+def keyword_target(kw: Any) -> float:
+    """The false alarms per hour a keyword's threshold (a :class:`kwsstream.keyset.Keyword`) was
+    calibrated to, which adaptation keeps
     it at; NaN for a threshold set by hand (never moved)."""
     cal = kw.calibration
     target = cal.get("fa_per_hour")
@@ -283,7 +284,7 @@ def keyword_target(kw: Keyword) -> float:
     return float(target)
 
 
-def saved_evidence(keyset: KeywordSet) -> Evidence:
+def saved_evidence(keyset: Any) -> Evidence:
     """The evidence a keyword set has saved (nothing for keywords without any)."""
     evidence = Evidence.empty(len(keyset.keywords))
     for k, kw in enumerate(keyset.keywords):
@@ -293,7 +294,7 @@ def saved_evidence(keyset: KeywordSet) -> Evidence:
     return evidence
 
 
-def with_evidence(keyset: KeywordSet, names: Sequence[str], evidence: Evidence) -> KeywordSet:
+def with_evidence(keyset: Any, names: Sequence[str], evidence: Evidence) -> Any:
     """``keyset`` with the evidence of keywords ``names`` (row ``k`` of ``evidence`` is
     ``names[k]``'s) saved in their calibration records; keywords removed meanwhile, or whose
     threshold is now set by hand, are skipped."""
@@ -306,7 +307,7 @@ def with_evidence(keyset: KeywordSet, names: Sequence[str], evidence: Evidence) 
     return keyset
 
 
-def without_evidence(keyset: KeywordSet, name: str) -> KeywordSet:
+def without_evidence(keyset: Any, name: str) -> Any:
     """``keyset`` with keyword ``name``'s adaptation forgotten (``keywords --reset-adaptation``)."""
     kw = keyset.get(name)
     if kw is None:
@@ -314,27 +315,3 @@ def without_evidence(keyset: KeywordSet, name: str) -> KeywordSet:
     calibration = {k: v for k, v in kw.calibration.items() if k != ADAPTATION_KEY}
     return keyset.with_keyword(replace(kw, calibration=calibration))
 
-
-def save_learned(path: str | Path, names: Sequence[str], learned: Evidence) -> KeywordSet | None:
-    """Add ``learned`` (rows: ``names``) to the evidence saved in the keyword set at ``path``,
-    under the set's lock (a concurrent enroll or run is never lost); returns the saved set, or
-    ``None`` when there was nothing to add."""
-    from .keyset import update_keyset
-
-    if not learned.hours.any() and not learned.counts.any():
-        return None
-
-    def add(keyset: KeywordSet | None) -> KeywordSet | None:
-        if keyset is None:
-            return None
-        saved = saved_evidence(keyset)
-        current = [kw.name for kw in keyset.keywords]
-        total = Evidence.empty(len(names))
-        for k, name in enumerate(names):
-            if name in current:
-                i = current.index(name)
-                total.counts[k] = saved.counts[i] + learned.counts[k]
-                total.hours[k] = min(MAX_HOURS, saved.hours[i] + learned.hours[k])
-        return with_evidence(keyset, names, total)
-
-    return update_keyset(path, add)

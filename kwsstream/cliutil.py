@@ -138,12 +138,32 @@ def add_adapt_option(p: argparse.ArgumentParser) -> None:
 
 
 def save_adaptation(args: argparse.Namespace, spotter) -> None:
-    """After a run: the speech evidence its streams gathered joins the set's (under its lock)."""
+    """After a run: the speech evidence its streams gathered (:meth:`Spotter.learned`) is added
+    to the evidence saved in the set, under the set's lock (a concurrent enroll or run is never
+    lost); quietly: ``keywords`` shows it."""
     if spotter is None or spotter.options.adapt is None:
         return
-    from .adapt import save_learned
+    from .adapt import MAX_HOURS, Evidence, saved_evidence, with_evidence
+    from .keyset import update_keyset
 
-    save_learned(args.keyset, spotter.names, spotter.learned())  # quietly: 'keywords' shows it
+    learned, names = spotter.learned(), spotter.names
+    if not learned.hours.any() and not learned.counts.any():
+        return
+
+    def add(keyset):
+        if keyset is None:
+            return None
+        saved = saved_evidence(keyset)
+        current = [kw.name for kw in keyset.keywords]
+        total = Evidence.empty(len(names))
+        for k, name in enumerate(names):
+            if name in current:
+                i = current.index(name)
+                total.counts[k] = saved.counts[i] + learned.counts[k]
+                total.hours[k] = min(MAX_HOURS, saved.hours[i] + learned.hours[k])
+        return with_evidence(keyset, names, total)
+
+    update_keyset(args.keyset, add)
 
 
 DEFAULT_RATE_MARK = "{DEFAULT_FA_PER_HOUR}"

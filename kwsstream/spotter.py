@@ -181,7 +181,7 @@ class Spotter:
     def learned(self) -> Evidence:
         """The impostor evidence this spotter's adapting streams gathered (each stream's share
         is added when it is flushed or reset): what ``kwsstream`` saves with the keyword set
-        (:func:`kwsstream.adapt.save_learned`) so that the next run starts from it."""
+        (:func:`kwsstream.cliutil.save_adaptation`) so that the next run starts from it."""
         with self._learned_lock:
             return self._learned.copy()
 
